@@ -1,0 +1,235 @@
+"""Streaming CMS producers: SignedData, CompressedData, EnvelopedData (RFC 5652, RFC 3274).
+
+Each layer is a *sink*: it accepts the octets of its content with ``write`` and passes its own
+encoding on to the next sink.  Chained in RFC 5024 §6 order — sign, then compress, then encrypt —
+a file goes through in one pass with bounded memory (one chunk per layer).
+
+Encoding: the outer structures use the BER **indefinite-length** form (as ``openssl cms -stream``
+and BouncyCastle do); the content travels as a constructed OCTET STRING of definite-length
+primitive chunks.  The small parts — algorithm identifiers, RecipientInfo, SignerInfo — are DER.
+The SignerInfo comes after the content in SignedData, so the digest is computed while the content
+streams and the signature is written at the end: no second pass and no size known in advance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import zlib
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
+
+from ..suites import HASH_OIDS, SymmetricCipher, hash_by_name
+from . import asn1
+from .ber import EOC, encode_length, indefinite, tlv
+
+__all__ = ["CompressSink", "EnvelopeSink", "SignSink", "Sink", "envelope_bytes", "sign_bytes"]
+
+
+class Sink(Protocol):
+    """Receives octets; ``close`` finishes the encoding (and closes the next sink)."""
+
+    def write(self, data: bytes, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _octets(out: Sink, data: bytes) -> None:
+    if data:
+        out.write(b"\x04" + encode_length(len(data)))
+        out.write(data)
+
+
+def _content_info_start(content_type: str) -> bytes:
+    """``ContentInfo { contentType, [0] {`` — both indefinite."""
+    return indefinite(0x10) + asn1.oid(content_type) + indefinite(0x80)
+
+
+def symmetric(cipher: SymmetricCipher, key: bytes) -> CipherAlgorithm:
+    """A ``cryptography`` algorithm object for a suite cipher and key."""
+    if cipher.name == "des-ede3-cbc":
+        return TripleDES(key)
+    return algorithms.AES(key)
+
+
+class SignSink:
+    """CMS SignedData with attached content (eContentType id-data), one signer, RSA PKCS#1 v1.5."""
+
+    def __init__(
+        self,
+        out: Sink,
+        *,
+        key: rsa.RSAPrivateKey,
+        cert: x509.Certificate,
+        hash_name: str,
+        include_cert: bool = False,
+    ) -> None:
+        self._out = out
+        self._key = key
+        self._cert = cert
+        self._hash_name = hash_name
+        self._hash = hashlib.new(hash_name)
+        self._include_cert = include_cert
+        self._digest_oid = {v: k for k, v in HASH_OIDS.items()}[hash_name]
+        digest_set = tlv(0x31, asn1.algorithm_identifier(self._digest_oid))
+        out.write(
+            _content_info_start(asn1.OID_SIGNED_DATA)
+            + indefinite(0x10)  # SignedData
+            + asn1.integer(1)
+            + digest_set
+            + indefinite(0x10)  # EncapsulatedContentInfo
+            + asn1.oid(asn1.OID_DATA)
+            + indefinite(0x80)  # [0] EXPLICIT
+            + indefinite(0x04)  # OCTET STRING, constructed
+        )
+
+    def write(self, data: bytes, /) -> None:
+        """Add content octets."""
+        self._hash.update(data)
+        _octets(self._out, data)
+
+    def close(self) -> None:
+        """Write the SignerInfo and the end-of-contents octets."""
+        attrs = asn1.signed_attributes(self._hash.digest(), asn1.OID_DATA, dt.datetime.now(dt.timezone.utc))
+        signature = self._key.sign(attrs, padding.PKCS1v15(), hash_by_name(self._hash_name))
+        info = asn1.signer_info(self._cert, self._digest_oid, attrs, signature)
+        tail = EOC * 3  # OCTET STRING, [0], EncapsulatedContentInfo
+        if self._include_cert:
+            tail += asn1.certificate_set([self._cert])
+        tail += tlv(0x31, info) + EOC * 3  # SignedData, [0], ContentInfo
+        self._out.write(tail)
+        self._out.close()
+
+
+class CompressSink:
+    """CMS CompressedData (RFC 3274, zlib), content type id-data."""
+
+    def __init__(self, out: Sink, *, level: int = 6) -> None:
+        self._out = out
+        self._z = zlib.compressobj(level)
+        out.write(
+            _content_info_start(asn1.OID_COMPRESSED_DATA)
+            + indefinite(0x10)  # CompressedData
+            + asn1.integer(0)
+            + asn1.algorithm_identifier(asn1.OID_ZLIB)
+            + indefinite(0x10)  # EncapsulatedContentInfo
+            + asn1.oid(asn1.OID_DATA)
+            + indefinite(0x80)
+            + indefinite(0x04)
+        )
+
+    def write(self, data: bytes, /) -> None:
+        """Add content octets."""
+        _octets(self._out, self._z.compress(data))
+
+    def close(self) -> None:
+        """Flush zlib and close the structure."""
+        _octets(self._out, self._z.flush())
+        self._out.write(EOC * 6)
+        self._out.close()
+
+
+class EnvelopeSink:
+    """CMS EnvelopedData for one recipient (KeyTransRecipientInfo, rsaEncryption PKCS#1 v1.5)."""
+
+    def __init__(self, out: Sink, *, recipient: x509.Certificate, cipher: SymmetricCipher) -> None:
+        public = recipient.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise ValueError(
+                f"certificate {recipient.subject.rfc4514_string()!r}: OFTP2 encryption needs an RSA key"
+            )
+        self._out = out
+        self._block = cipher.block_size
+        key = os.urandom(cipher.key_size)
+        iv = os.urandom(cipher.block_size)
+        wrapped = public.encrypt(key, padding.PKCS1v15())
+        self._enc = Cipher(symmetric(cipher, key), modes.CBC(iv)).encryptor()
+        self._count = 0
+        out.write(
+            _content_info_start(asn1.OID_ENVELOPED_DATA)
+            + indefinite(0x10)  # EnvelopedData
+            + asn1.integer(0)
+            + tlv(0x31, asn1.key_trans_recipient_info(recipient, wrapped))
+            + indefinite(0x10)  # EncryptedContentInfo
+            + asn1.oid(asn1.OID_DATA)
+            + asn1.algorithm_identifier(cipher.oid, asn1.octet_string(iv))
+            + indefinite(0x80)  # [0] IMPLICIT OCTET STRING, constructed
+        )
+
+    def write(self, data: bytes, /) -> None:
+        """Encrypt and add content octets."""
+        self._count += len(data)
+        _octets(self._out, self._enc.update(data))
+
+    def close(self) -> None:
+        """Pad (PKCS#7), finish and close the structure."""
+        pad = self._block - self._count % self._block
+        _octets(self._out, self._enc.update(bytes([pad]) * pad) + self._enc.finalize())
+        self._out.write(EOC * 5)
+        self._out.close()
+
+
+class _BufferSink:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes, /) -> None:
+        self.parts.append(bytes(data))
+
+    def close(self) -> None:
+        pass
+
+
+def envelope_bytes(data: bytes, recipient: x509.Certificate, cipher: SymmetricCipher) -> bytes:
+    """A DER ContentInfo(EnvelopedData) of *data* for *recipient* (small payloads, e.g. AUCH)."""
+    public = recipient.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise ValueError(f"certificate {recipient.subject.rfc4514_string()!r}: needs an RSA key")
+    key = os.urandom(cipher.key_size)
+    iv = os.urandom(cipher.block_size)
+    enc = Cipher(symmetric(cipher, key), modes.CBC(iv)).encryptor()
+    pad = cipher.block_size - len(data) % cipher.block_size
+    ciphertext = enc.update(data + bytes([pad]) * pad) + enc.finalize()
+    eci = tlv(
+        0x30,
+        asn1.oid(asn1.OID_DATA)
+        + asn1.algorithm_identifier(cipher.oid, asn1.octet_string(iv))
+        + tlv(0x80, ciphertext),
+    )
+    ri = tlv(0x31, asn1.key_trans_recipient_info(recipient, public.encrypt(key, padding.PKCS1v15())))
+    ed = tlv(0x30, asn1.integer(0) + ri + eci)
+    return tlv(0x30, asn1.oid(asn1.OID_ENVELOPED_DATA) + tlv(0xA0, ed))
+
+
+def sign_bytes(
+    data: bytes,
+    *,
+    key: rsa.RSAPrivateKey,
+    cert: x509.Certificate,
+    hash_name: str,
+    include_cert: bool = False,
+    detached: bool = False,
+) -> bytes:
+    """A DER ContentInfo(SignedData) over *data* (attached unless *detached*), e.g. for EERP/NERP."""
+    digest_oid = {v: k for k, v in HASH_OIDS.items()}[hash_name]
+    h = hashes.Hash(hash_by_name(hash_name))
+    h.update(data)
+    attrs = asn1.signed_attributes(h.finalize(), asn1.OID_DATA, dt.datetime.now(dt.timezone.utc))
+    signature = key.sign(attrs, padding.PKCS1v15(), hash_by_name(hash_name))
+    encap = asn1.oid(asn1.OID_DATA)
+    if not detached:
+        encap += tlv(0xA0, asn1.octet_string(data))
+    body = (
+        asn1.integer(1)
+        + tlv(0x31, asn1.algorithm_identifier(digest_oid))
+        + tlv(0x30, encap)
+        + (asn1.certificate_set([cert]) if include_cert else b"")
+        + tlv(0x31, asn1.signer_info(cert, digest_oid, attrs, signature))
+    )
+    return tlv(0x30, asn1.oid(asn1.OID_SIGNED_DATA) + tlv(0xA0, tlv(0x30, body)))
