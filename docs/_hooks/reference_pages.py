@@ -207,10 +207,34 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     return config
 
 
+def _nav_paths(entries: Any) -> set[str]:
+    """Every page path named anywhere in a nav structure."""
+    if isinstance(entries, str):
+        return {entries}
+    if isinstance(entries, dict):
+        return set().union(*(_nav_paths(v) for v in entries.values())) if entries else set()
+    if isinstance(entries, list):
+        return set().union(*(_nav_paths(v) for v in entries)) if entries else set()
+    return set()
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add the generated reference pages to the site's files."""
+    """Add the generated reference pages, and put any page the nav does not name under "More".
+
+    Pages are written by several people; a new page must be reachable before someone edits the
+    nav, and must not fail the strict build meanwhile.
+    """
     for module in _modules:
         files.append(File.generated(config, page_path(module), content=page_content(module)))
+    listed = _nav_paths(config.nav)
+    unlisted = sorted(f.src_uri for f in files.documentation_pages() if f.src_uri not in listed)
+    if unlisted:
+        for src_uri in unlisted:
+            log.info("nav: %s is not in .ci/mkdocs.yml, listed under More", src_uri)
+        nav = list(config.nav or [])
+        reference = [e for e in nav if isinstance(e, dict) and "Reference" in e]
+        nav = [e for e in nav if e not in reference]
+        config.nav = [*nav, {"More": unlisted}, *reference]
     return files
 
 
