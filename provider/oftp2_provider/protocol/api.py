@@ -355,6 +355,10 @@ class OutboundFile:
     envelope: int = 0
     signed_eerp: bool = False
     original_size: int | None = None
+    #: SFIDREST to offer (records for F, 1 KiB blocks otherwise).  ``None`` = when restart was
+    #: negotiated, offer the whole file so the receiver resumes from whatever it kept of *this*
+    #: file (it answers 0 if it has nothing); ``0`` = never restart.
+    restart: int | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.source is None):

@@ -1,0 +1,1060 @@
+"""asyncio drivers for the sans-I/O :class:`~oftp2_provider.protocol.session.Session`.
+
+* :class:`OFTPClient` — the Initiator: connect over TCP or TLS, send files and receipts, hand the
+  turn over and receive what the partner has queued, end the session with the CD/ESID dance.
+* :class:`OFTPServer` — the Responder: many concurrent sessions, partner checks, per-session
+  :class:`~oftp2_provider.protocol.api.SessionHandler` from a factory, ``max_sessions`` (ESID 08).
+
+The drivers own the I/O: sockets, timeouts (ESID 09) and file streaming.  Files are read and
+written in chunks (never whole in memory); a received file is written to
+``<dir>/.partial/<name>``, fsynced and renamed into place only after EFID passed its checks, and
+the partial file is kept for a restart (with a small side file recording which virtual file it
+belongs to, so a restart never resumes a different file of the same name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import ssl as _ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .api import (
+    AcceptDecision,
+    ConnectionRequest,
+    EndFileDecision,
+    FileDecision,
+    Negotiated,
+    OutboundFile,
+    OutboundItem,
+    PartnerConfig,
+    ReceivedFile,
+    Role,
+    SendResult,
+    SessionConfig,
+    SessionContext,
+    SessionHandler,
+    SessionHandlerBase,
+    SessionOutcome,
+    passwords_match,
+)
+from .commands import EERP, NERP, SFID, ProtocolLevel, RecordFormat, SecurityLevel
+from .errors import EfnaReason, EsidReason, LocalProtocolError, OFTPError, SessionRejected
+from .session import (
+    ConnectionRequested,
+    CreditReceived,
+    DataReceived,
+    EERPReceived,
+    Event,
+    FileAccepted,
+    FileConfirmed,
+    FileEnded,
+    FileOffered,
+    FileRefused,
+    FileRejected,
+    NERPReceived,
+    ReceiptAcknowledged,
+    Session,
+    SessionEnded,
+    SessionStarted,
+    TurnReceived,
+    restart_unit,
+)
+from .state import State
+
+__all__ = [
+    "OFTPClient",
+    "OFTPServer",
+    "SessionAborted",
+    "client_ssl_context",
+    "server_ssl_context",
+]
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 1 << 18
+_STREAM_LIMIT = 1 << 20
+_ids = itertools.count(1)
+
+
+class SessionAborted(OFTPError):
+    """The session ended abnormally on our side: timeout, a protocol error of the peer, or a lost
+    connection.  ``reason`` is the ESID code we sent (or 99 for a lost connection)."""
+
+    def __init__(self, reason: int, text: str = "", *, connection_lost: bool = False) -> None:
+        self.reason = int(reason)
+        self.text = text
+        self.connection_lost = connection_lost
+        try:
+            name = EsidReason(self.reason).name.replace("_", " ").lower()
+        except ValueError:
+            name = "unknown reason"
+        what = "connection lost" if connection_lost else f"ESID {self.reason:02d} ({name})"
+        super().__init__(f"{what}: {text}" if text else what)
+
+
+# ---------------------------------------------------------------------------------------------------
+# TLS helpers
+
+
+def client_ssl_context(
+    cafile: str | os.PathLike[str] | None = None,
+    *,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+) -> _ssl.SSLContext:
+    """A TLS ≥ 1.2 client context (system CAs unless ``cafile``; optional client certificate)."""
+    ctx = _ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = _ssl.CERT_NONE
+    if certfile:
+        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return ctx
+
+
+def server_ssl_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str],
+    *,
+    cafile: str | os.PathLike[str] | None = None,
+    require_client_cert: bool = False,
+) -> _ssl.SSLContext:
+    """A TLS ≥ 1.2 server context; with ``cafile`` client certificates are verified (optional or required)."""
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(certfile), str(keyfile))
+    if cafile:
+        ctx.load_verify_locations(str(cafile))
+        ctx.verify_mode = _ssl.CERT_REQUIRED if require_client_cert else _ssl.CERT_OPTIONAL
+    return ctx
+
+
+def _enforce_tls12(ctx: _ssl.SSLContext | None) -> None:
+    if ctx is not None and ctx.minimum_version < _ssl.TLSVersion.TLSv1_2:
+        ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sfid_timestamp(date: str, time_: str, level: ProtocolLevel) -> tuple[str, str]:
+    """Dates/times for the negotiated level: YYMMDD/HHMMSS below 1.4."""
+    if level < ProtocolLevel.V1_4:
+        return (date[-6:] if len(date) == 8 else date), time_[:6]
+    return date, time_
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _hash_prefix(path: Path, length: int) -> Any:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = length
+        while remaining > 0:
+            block = f.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            h.update(block)
+            remaining -= len(block)
+    return h
+
+
+def _marker_text(sfid: SFID) -> str:
+    return "\t".join(sfid.key)
+
+
+def _open_partial(
+    partial: Path, marker: Path, sfid: SFID, unit: int, want_restart: bool
+) -> tuple[BinaryIO, int, Any]:
+    """Open the partial file of ``sfid``: resume from whole units of the same virtual file, or start over.
+
+    Returns the open file (positioned), the restart position in units and a SHA-256 of the kept prefix.
+    """
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    restart = 0
+    if want_restart and partial.exists() and marker.exists():
+        if marker.read_text("utf-8") == _marker_text(sfid):
+            restart = min(sfid.restart, partial.stat().st_size // unit)
+    f: BinaryIO = open(partial, "r+b" if restart else "wb")
+    try:
+        offset = restart * unit
+        f.truncate(offset)
+        f.seek(offset)
+        marker.write_text(_marker_text(sfid), "utf-8")
+        hasher = _hash_prefix(partial, offset) if offset else hashlib.sha256()
+    except BaseException:
+        f.close()
+        raise
+    return f, restart, hasher
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shared driver
+
+
+class _Driver:
+    """One session on one stream pair: reading, writing, timeouts, file streaming."""
+
+    def __init__(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        config: SessionConfig,
+        ctx: SessionContext,
+    ) -> None:
+        self.session = session
+        self.reader = reader
+        self.writer = writer
+        self.config = config
+        self.ctx = ctx
+        self.outcome: SessionOutcome | None = None
+        self._eof = False
+
+    # -- low level ------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def flush(self) -> None:
+        self.write(self.session.data_to_send())
+        if not self.writer.is_closing():
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                pass
+
+    async def next_event(self, timeout: float) -> Event:
+        """The next session event, reading from the network as needed (ESID 09 on timeout)."""
+        await self.flush()
+        while True:
+            ev = self.session.next_event()
+            if ev is not None:
+                if isinstance(ev, SessionEnded):
+                    await self._ended(ev)
+                return ev
+            if self._eof:
+                self.session.connection_lost()
+                continue
+            self.write(self.session.data_to_send())
+            try:
+                data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
+            except asyncio.TimeoutError:
+                log.warning("%s: no data from the partner for %.1f s", self.ctx.connection_id, timeout)
+                self.write(self.session.end_session(EsidReason.TIME_OUT, f"no data for {timeout:g} s"))
+                continue
+            except (ConnectionError, OSError) as exc:
+                log.warning("%s: connection error: %s", self.ctx.connection_id, exc)
+                data = b""
+            if not data:
+                self._eof = True
+                continue
+            self.session.receive_data(data)
+
+    async def _ended(self, ev: SessionEnded) -> None:
+        self.outcome = SessionOutcome(ev.reason, ev.text, ev.by_peer)
+        with contextlib.suppress(ConnectionError, OSError):
+            self.write(self.session.data_to_send())
+            await self.writer.drain()
+
+    def failure(self, ev: SessionEnded) -> OFTPError:
+        if ev.by_peer and not ev.connection_lost:
+            return SessionRejected(ev.reason, ev.text)
+        return SessionAborted(ev.reason, ev.text, connection_lost=ev.connection_lost)
+
+    async def close_transport(self) -> None:
+        with contextlib.suppress(Exception):
+            self.write(self.session.data_to_send())
+        if not self.writer.is_closing():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer.drain(), 5)
+            self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+    async def wait_peer_close(self, timeout: float = 5.0) -> None:
+        """After sending ESID: give the peer a moment to close first (WF_NDISC)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.drain(), timeout)
+        if self._eof:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                while await self.reader.read(_READ_SIZE):
+                    pass
+
+    # -- speaker: files ---------------------------------------------------------------------------
+    async def send_file(self, item: OutboundFile) -> SendResult:
+        s = self.session
+        neg = s.negotiated
+        assert neg is not None
+        started = time.monotonic()
+        if item.path is not None:
+            size = (await asyncio.to_thread(os.stat, item.path)).st_size
+        else:
+            assert item.size is not None
+            size = item.size
+        blocks = (size + 1023) // 1024
+        date, time_ = _sfid_timestamp(item.date, item.time, neg.level)
+        v2 = neg.level >= ProtocolLevel.V2_0
+        probe = SFID(
+            dsn=item.dsn,
+            date=date,
+            time=time_,
+            destination=item.destination,
+            originator=item.originator,
+            format=item.format,
+            lrecl=item.lrecl,
+        )
+        unit = restart_unit(probe) if item.format is not RecordFormat.VARIABLE else 0
+        offer = 0
+        if neg.restart and unit:
+            full = size // unit
+            offer = full if item.restart is None else min(item.restart, full)
+        sfid = SFID(
+            dsn=item.dsn,
+            date=date,
+            time=time_,
+            destination=item.destination,
+            originator=item.originator,
+            format=item.format,
+            lrecl=item.lrecl,
+            file_size=blocks,
+            original_size=((item.original_size + 1023) // 1024 if item.original_size is not None else blocks)
+            if v2
+            else 0,
+            restart=offer,
+            user_data=item.user_data,
+            security=item.security if v2 else SecurityLevel.NONE,
+            cipher_suite=item.cipher_suite if v2 else 0,
+            compression=item.file_compression if v2 else 0,
+            envelope=item.envelope if v2 else 0,
+            signed_eerp=item.signed_eerp if v2 else False,
+            description=item.description if v2 else "",
+        )
+        self.write(s.send_sfid(sfid))
+        ev = await self.next_event(self.config.timeouts.read)
+        if isinstance(ev, FileRefused):
+            return SendResult(
+                sfid,
+                False,
+                reason=ev.reason,
+                retry=ev.retry,
+                text=ev.text,
+                refused_at="SFNA",
+                duration=time.monotonic() - started,
+            )
+        if isinstance(ev, SessionEnded):
+            raise self.failure(ev)
+        if not isinstance(ev, FileAccepted):
+            raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after SFID")
+        offset = ev.restart_offset
+        hasher = hashlib.sha256()
+        if item.path is not None:
+            if offset:
+                hasher = await asyncio.to_thread(_hash_prefix, item.path, offset)
+            sent = await self._stream_path(item, item.path, offset, hasher)
+        else:
+            sent = await self._stream_source(item, offset, hasher)
+        await self._wait_unblocked()
+        while True:
+            try:
+                self.write(s.end_file())
+                break
+            except LocalProtocolError:
+                await self._wait_credit()
+        ev = await self.next_event(self.config.timeouts.read)
+        duration = time.monotonic() - started
+        if isinstance(ev, SessionEnded):
+            raise self.failure(ev)
+        if isinstance(ev, FileConfirmed):
+            return SendResult(
+                sfid,
+                True,
+                octets_sent=sent,
+                sha256=hasher.hexdigest(),
+                restart_offset=offset,
+                record_count=0,
+                duration=duration,
+            )
+        if isinstance(ev, FileRejected):
+            return SendResult(
+                sfid,
+                True,
+                octets_sent=sent,
+                sha256=hasher.hexdigest(),
+                restart_offset=offset,
+                reason=ev.reason,
+                text=ev.text,
+                refused_at="EFNA",
+                duration=duration,
+            )
+        raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after EFID")
+
+    async def _wait_credit(self) -> None:
+        ev = await self.next_event(self.config.timeouts.read)
+        if isinstance(ev, SessionEnded):
+            raise self.failure(ev)
+        if not isinstance(ev, CreditReceived):
+            raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} during DATA")
+
+    async def _wait_unblocked(self) -> None:
+        while self.session.data_blocked:
+            await self.writer.drain()
+            await self._wait_credit()
+
+    async def _push(self, data: bytes, eor: bool, hasher: Any) -> None:
+        hasher.update(data)
+        await self._wait_unblocked()
+        out = self.session.send_data(data, eor)
+        if out:
+            self.write(out)
+            await self.writer.drain()
+
+    def _chunk_size(self) -> int:
+        neg = self.session.negotiated
+        assert neg is not None
+        window = neg.credit * (neg.sdeb - 1)
+        return max(neg.sdeb, min(self.config.io_chunk, window))
+
+    async def _stream_path(self, item: OutboundFile, path: Path, offset: int, hasher: Any) -> int:
+        sent = 0
+        f: BinaryIO = await asyncio.to_thread(open, path, "rb")
+        try:
+            f.seek(offset)
+            if item.format is RecordFormat.FIXED:
+                lrecl = item.lrecl
+                per = max(1, self._chunk_size() // lrecl)
+                while True:
+                    block = await asyncio.to_thread(f.read, per * lrecl)
+                    if not block:
+                        break
+                    for i in range(0, len(block), lrecl):
+                        rec = block[i : i + lrecl]
+                        await self._push(rec, True, hasher)
+                        sent += len(rec)
+            elif item.format is RecordFormat.VARIABLE:
+                while True:
+                    head = await asyncio.to_thread(f.read, 2)
+                    if not head:
+                        break
+                    if len(head) < 2:
+                        raise ValueError(f"{path}: truncated V record length prefix")
+                    rec = await asyncio.to_thread(f.read, int.from_bytes(head, "big"))
+                    hasher.update(head)
+                    await self._push(rec, True, hasher)
+                    sent += len(rec)
+            else:
+                size = self._chunk_size()
+                block = await asyncio.to_thread(f.read, size)
+                while True:
+                    nxt = await asyncio.to_thread(f.read, size) if block else b""
+                    last = not nxt
+                    await self._push(block, last, hasher)
+                    sent += len(block)
+                    if last:
+                        break
+                    block = nxt
+        finally:
+            f.close()
+        return sent
+
+    async def _stream_source(self, item: OutboundFile, offset: int, hasher: Any) -> int:
+        assert item.source is not None
+        sent = 0
+        pending: bytes | None = None
+        async for chunk in item.source(offset):
+            if pending is not None:
+                await self._push(pending, False, hasher)
+                sent += len(pending)
+            pending = chunk
+        await self._push(pending or b"", True, hasher)
+        sent += len(pending or b"")
+        return sent
+
+    async def send_receipt(self, receipt: EERP | NERP) -> None:
+        s = self.session
+        self.write(s.send_eerp(receipt) if isinstance(receipt, EERP) else s.send_nerp(receipt))
+        ev = await self.next_event(self.config.timeouts.read)
+        if isinstance(ev, SessionEnded):
+            raise self.failure(ev)
+        if not isinstance(ev, ReceiptAcknowledged):
+            raise SessionAborted(
+                EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after EERP/NERP"
+            )
+
+    async def send_items(self, handler: SessionHandler) -> int:
+        """Speaker: send what the handler has, until it returns nothing.  Returns the item count."""
+        count = 0
+        while True:
+            items: Sequence[OutboundItem] = await handler.outbound(self.ctx)
+            if not items:
+                return count
+            for item in items:
+                if isinstance(item, OutboundFile):
+                    result = await self.send_file(item)
+                    await handler.file_sent(result, self.ctx)
+                elif isinstance(item, NERP) and self.session.level < ProtocolLevel.V1_4:
+                    log.warning(
+                        "%s: NERP cannot be sent at level %d; kept back",
+                        self.ctx.connection_id,
+                        self.session.level,
+                    )
+                    continue
+                else:
+                    await self.send_receipt(item)
+                count += 1
+
+    # -- listener ------------------------------------------------------------------------------------
+    async def listen(self, handler: SessionHandler) -> bool:
+        """Listener: process the partner's commands until we get the turn (True) or the session ends (False)."""
+        while True:
+            ev = await self.next_event(self.config.timeouts.idle)
+            if isinstance(ev, FileOffered):
+                await self.receive_file(ev.sfid, handler)
+            elif isinstance(ev, EERPReceived):
+                await handler.eerp_received(ev.eerp, self.ctx)
+            elif isinstance(ev, NERPReceived):
+                await handler.nerp_received(ev.nerp, self.ctx)
+            elif isinstance(ev, TurnReceived):
+                return True
+            elif isinstance(ev, SessionEnded):
+                return False
+            else:
+                log.warning("%s: unexpected %s while listening", self.ctx.connection_id, type(ev).__name__)
+
+    async def receive_file(self, sfid: SFID, handler: SessionHandler) -> None:
+        s = self.session
+        neg = s.negotiated
+        assert neg is not None
+        started = time.monotonic()
+        try:
+            decision: FileDecision = await handler.accept_file(sfid, self.ctx)
+        except Exception as exc:  # a handler bug must not kill the session without an answer
+            log.exception("%s: accept_file failed", self.ctx.connection_id)
+            decision = FileDecision.refuse(99, retry=True, text=f"receiver error: {type(exc).__name__}")
+        if not decision.accepted or decision.target is None:
+            self.write(s.refuse_file(decision.reason or 99, decision.retry, decision.text))
+            return
+        target = decision.target
+        partial = target.parent / ".partial" / target.name
+        marker = partial.with_name(partial.name + ".sfid")
+        unit = restart_unit(sfid)
+        want_restart = bool(decision.restart and neg.restart and sfid.restart and unit)
+        try:
+            f, restart, hasher = await asyncio.to_thread(
+                _open_partial, partial, marker, sfid, unit, want_restart
+            )
+        except OSError as exc:
+            log.error("%s: cannot store %s in %s: %s", self.ctx.connection_id, sfid.dsn, partial, exc)
+            self.write(s.refuse_file(12, True, f"cannot store the file: {exc.strerror}"))
+            return
+        offset = restart * unit
+        self.write(s.accept_file(restart))
+        io_error: OSError | None = None
+        size = offset
+        try:
+            while True:
+                ev = await self.next_event(self.config.timeouts.read)
+                if isinstance(ev, DataReceived):
+                    if io_error is None:
+                        try:
+                            f.write(ev.data)
+                        except OSError as exc:
+                            io_error = exc
+                    hasher.update(ev.data)
+                    size += len(ev.data)
+                    continue
+                if isinstance(ev, SessionEnded):
+                    log.warning(
+                        "%s: session ended during %s after %d octets; partial kept for restart",
+                        self.ctx.connection_id,
+                        sfid.dsn,
+                        size,
+                    )
+                    return
+                if not isinstance(ev, FileEnded):
+                    raise SessionAborted(
+                        EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} in a file"
+                    )
+                break
+            # EFID received
+            if io_error is not None:
+                self.write(
+                    s.answer_end_file(False, EfnaReason.ACCESS_METHOD_FAILURE, f"write failed: {io_error}")
+                )
+                return
+            if not ev.counts_match:
+                f.truncate(0)
+                code = EfnaReason.INVALID_BYTE_COUNT
+                if ev.efid.unit_count == ev.octets:
+                    code = EfnaReason.INVALID_RECORD_COUNT
+                log.warning(
+                    "%s: %s counts differ: EFID %d octets/%d records, received %d/%d",
+                    self.ctx.connection_id,
+                    sfid.dsn,
+                    ev.efid.unit_count,
+                    ev.efid.record_count,
+                    ev.octets,
+                    ev.records,
+                )
+                self.write(
+                    s.answer_end_file(False, code, "record/octet count differs from what was received")
+                )
+                return
+            f.flush()
+            await asyncio.to_thread(os.fsync, f.fileno())
+            try:
+                answer: EndFileDecision = await handler.end_file(sfid, ev.efid, partial, self.ctx)
+            except Exception as exc:
+                log.exception("%s: end_file failed", self.ctx.connection_id)
+                answer = EndFileDecision.refuse(99, f"receiver error: {type(exc).__name__}")
+            if not answer.ok:
+                self.write(s.answer_end_file(False, answer.reason or 99, answer.text))
+                return
+            try:
+                f.close()
+                await asyncio.to_thread(os.replace, partial, target)
+                await asyncio.to_thread(_fsync_dir, target.parent)
+                marker.unlink(missing_ok=True)
+            except OSError as exc:
+                self.write(
+                    s.answer_end_file(
+                        False, EfnaReason.ACCESS_METHOD_FAILURE, f"rename failed: {exc.strerror}"
+                    )
+                )
+                return
+            self.write(s.answer_end_file(True))
+            received = ReceivedFile(
+                sfid=sfid,
+                path=target,
+                size=size,
+                sha256=hasher.hexdigest(),
+                record_count=ev.records,
+                restart_offset=offset,
+                duration=time.monotonic() - started,
+            )
+            await self.flush()
+            await handler.file_received(received, self.ctx)
+        finally:
+            f.close()
+
+    # -- turn handling ---------------------------------------------------------------------------------
+    async def conversation(self, handler: SessionHandler, *, speaker: bool) -> SessionOutcome:
+        """Alternate Speaker/Listener roles until the session ends; the generic loop of both roles."""
+        s = self.session
+        while not s.closed:
+            if speaker:
+                sent = await self.send_items(handler)
+                if s.state is State.IDLESPCD and not sent:
+                    self.write(s.end_session(EsidReason.NORMAL))
+                    await self.flush()
+                    break
+                self.write(s.change_direction())
+            speaker = await self.listen(handler)
+        return self.outcome or SessionOutcome(EsidReason.NORMAL)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Initiator
+
+
+class OFTPClient:
+    """The Initiator side: ``async with OFTPClient(...) as c: await c.send_file(...)``.
+
+    ``partner`` (optional) makes the client check the Responder's SSID code and password.  After
+    :meth:`connect` we are the Speaker: :meth:`send_file`, :meth:`send_eerp`, :meth:`send_nerp`;
+    :meth:`receive` hands the turn over and processes what the partner sends; :meth:`close` ends
+    the session properly (CD, let the partner send, ESID 00).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        host: str,
+        port: int,
+        *,
+        partner: PartnerConfig | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        handler: SessionHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.partner = partner
+        self.ssl = ssl
+        _enforce_tls12(ssl)
+        self.server_hostname = server_hostname
+        self.handler: SessionHandler = handler or SessionHandlerBase()
+        self.session = Session(Role.INITIATOR, config, partner=partner, name=f"client-{next(_ids)}")
+        self.ctx = SessionContext(self.session.name, Role.INITIATOR, (host, port), tls=ssl is not None)
+        self._driver: _Driver | None = None
+
+    @property
+    def negotiated(self) -> Negotiated | None:
+        """What the SSID exchange agreed (None before :meth:`connect`)."""
+        return self.session.negotiated
+
+    @property
+    def outcome(self) -> SessionOutcome | None:
+        """How the session ended (None while running)."""
+        return self._driver.outcome if self._driver else None
+
+    async def connect(self) -> Negotiated:
+        """Open the connection and run the SSID exchange (and secure authentication)."""
+        t = self.config.timeouts
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=(self.server_hostname or self.host) if self.ssl else None,
+                    limit=_STREAM_LIMIT,
+                ),
+                t.connect,
+            )
+        except asyncio.TimeoutError:
+            raise SessionAborted(
+                EsidReason.TIME_OUT, f"connect to {self.host}:{self.port} timed out"
+            ) from None
+        self._driver = _Driver(self.session, reader, writer, self.config, self.ctx)
+        try:
+            ev = await self._driver.next_event(t.connect)
+            while isinstance(ev, ConnectionRequested):  # pragma: no cover - responder only
+                ev = await self._driver.next_event(t.connect)
+            if isinstance(ev, SessionEnded):
+                await self._driver.close_transport()
+                raise self._driver.failure(ev)
+            if not isinstance(ev, SessionStarted):
+                raise SessionAborted(
+                    EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} at start"
+                )
+        except BaseException:
+            await self._driver.close_transport()
+            raise
+        self.ctx.negotiated = ev.negotiated
+        return ev.negotiated
+
+    def _need(self) -> _Driver:
+        if self._driver is None:
+            raise LocalProtocolError("not connected: call connect() first")
+        if self.session.closed:
+            raise LocalProtocolError("the session is over")
+        return self._driver
+
+    async def _guard(self, coro: Awaitable[Any]) -> Any:
+        try:
+            return await coro
+        except (SessionRejected, SessionAborted):
+            assert self._driver is not None
+            await self._driver.close_transport()
+            raise
+        except (ConnectionError, OSError) as exc:
+            assert self._driver is not None
+            self.session.connection_lost()
+            await self._driver.close_transport()
+            raise SessionAborted(99, str(exc), connection_lost=True) from exc
+
+    async def _regain_turn(self) -> None:
+        d = self._need()
+        if not self.session.is_speaker:
+            raise LocalProtocolError("we do not hold the turn")
+        del d
+
+    async def send_file(self, item: OutboundFile) -> SendResult:
+        """Send one file; returns the result (refusals are results, session failures raise)."""
+        d = self._need()
+        await self._regain_turn()
+        result: SendResult = await self._guard(d.send_file(item))
+        if self.session.state is not State.IDLESP and self.session.state is not State.IDLESPCD:
+            # the partner asked for the turn with EFPA(Y): listen until it gives it back
+            if self.session.is_listener:
+                back = await self._guard(d.listen(self.handler))
+                if not back and self.session.closed:
+                    return result
+        return result
+
+    async def send_eerp(self, eerp: EERP) -> None:
+        """Send an EERP and wait for RTR."""
+        d = self._need()
+        await self._guard(d.send_receipt(eerp))
+
+    async def send_nerp(self, nerp: NERP) -> None:
+        """Send a NERP (level ≥ 4) and wait for RTR."""
+        d = self._need()
+        await self._guard(d.send_receipt(nerp))
+
+    async def receive(self, handler: SessionHandler | None = None) -> bool:
+        """Hand the turn over (CD) and process what the partner sends.
+
+        Returns True when the partner gave the turn back (we may send more or :meth:`close`),
+        False when the partner ended the session.
+        """
+        d = self._need()
+        if handler is not None:
+            self.handler = handler
+        if self.session.is_speaker:
+            d.write(self.session.change_direction())
+        back: bool = await self._guard(d.listen(self.handler))
+        return back
+
+    async def close(self) -> SessionOutcome:
+        """End the session: CD (the partner may still send), then ESID 00; close the connection."""
+        d = self._driver
+        if d is None:
+            return SessionOutcome(EsidReason.NORMAL, "never connected")
+        try:
+            s = self.session
+            while not s.closed:
+                if s.state is State.IDLESPCD:
+                    d.write(s.end_session(EsidReason.NORMAL))
+                    await d.flush()
+                    await d.wait_peer_close(2.0)
+                    break
+                if s.is_speaker:
+                    d.write(s.change_direction())
+                    await self._guard(d.listen(self.handler))
+                    if s.is_speaker:
+                        sent = await self._guard(d.send_items(self.handler))
+                        if sent and not s.closed:
+                            continue
+                else:
+                    await self._guard(d.listen(self.handler))
+        except (SessionRejected, SessionAborted) as exc:
+            log.info("%s: session ended: %s", self.ctx.connection_id, exc)
+        finally:
+            await d.close_transport()
+        ended = self.session.ended
+        if d.outcome is None and ended is not None:
+            d.outcome = SessionOutcome(ended.reason, ended.text, ended.by_peer)
+        outcome = d.outcome or SessionOutcome(EsidReason.NORMAL)
+        with contextlib.suppress(Exception):
+            await self.handler.session_ended(self.ctx, outcome)
+        return outcome
+
+    async def abort(self, reason: int = EsidReason.UNSPECIFIED, text: str = "") -> None:
+        """End the session at once with ESID ``reason`` and close the connection."""
+        if self._driver is None:
+            return
+        self._driver.write(self.session.end_session(reason, text))
+        await self._driver.close_transport()
+
+    async def __aenter__(self) -> OFTPClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            await self.close()
+        elif self._driver is not None:
+            if not self.session.closed:
+                with contextlib.suppress(Exception):
+                    await self.abort(EsidReason.UNSPECIFIED, "client error")
+            await self._driver.close_transport()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Responder
+
+
+HandlerFactory = Callable[[SessionContext], SessionHandler]
+
+
+class OFTPServer:
+    """The Responder: accepts Initiators, checks their SSID, runs one session per connection.
+
+    ``partners`` maps Odette IDs (upper case) to :class:`PartnerConfig`; an unknown code gets ESID
+    03, a wrong password ESID 04.  Without ``partners`` every code is passed to the handler's
+    ``accept_connection``.  ``handler_factory`` builds a handler per session.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        handler_factory: HandlerFactory | None = None,
+        *,
+        partners: Mapping[str, PartnerConfig] | None = None,
+        max_sessions: int = 100,
+    ) -> None:
+        self.config = config
+        self.handler_factory: HandlerFactory = handler_factory or (lambda ctx: SessionHandlerBase())
+        self.partners = {k.strip().upper(): v for k, v in (partners or {}).items()}
+        self.max_sessions = max_sessions
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
+        self.sessions_completed = 0
+        self.outcomes: list[SessionOutcome] = []
+        self._tls = False
+        self._done = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._server is None or not self._server.sockets:
+            raise LocalProtocolError("server not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions currently running."""
+        return self._active
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl: _ssl.SSLContext | None = None) -> None:
+        """Start listening (port 0 = any free port; read it back from :attr:`port`)."""
+        _enforce_tls12(ssl)
+        self._tls = ssl is not None
+        self._server = await asyncio.start_server(
+            self._on_connection, host, port, ssl=ssl, limit=_STREAM_LIMIT
+        )
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close`."""
+        if self._server is None:
+            raise LocalProtocolError("server not started")
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._server.serve_forever()
+
+    async def wait_sessions(self, count: int, timeout: float | None = None) -> None:
+        """Wait until ``count`` sessions have completed in total."""
+        async with asyncio.timeout(timeout):
+            while self.sessions_completed < count:
+                self._done.clear()
+                await self._done.wait()
+
+    async def close(self) -> None:
+        """Stop listening and cancel running sessions."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    async def __aenter__(self) -> OFTPServer:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._active += 1
+        try:
+            await self._run(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("responder session crashed")
+        finally:
+            self._active -= 1
+            self._tasks.discard(task)
+            self.sessions_completed += 1
+            self._done.set()
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer_addr = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        session = Session(Role.RESPONDER, self.config, name=f"server-{next(_ids)}")
+        ctx = SessionContext(session.name, Role.RESPONDER, peer_addr, tls=self._tls)
+        driver = _Driver(session, reader, writer, self.config, ctx)
+        handler = self.handler_factory(ctx)
+        t = self.config.timeouts
+        outcome: SessionOutcome | None = None
+        try:
+            driver.write(session.start())
+            ev = await driver.next_event(t.connect)
+            if isinstance(ev, ConnectionRequested):
+                driver.write(await self._decide(session, ev, ctx, handler))
+                ev = await driver.next_event(t.connect)
+            if isinstance(ev, SessionStarted):
+                ctx.negotiated = ev.negotiated
+                outcome = await driver.conversation(handler, speaker=False)
+                if not outcome.by_peer:
+                    await driver.wait_peer_close(2.0)
+            elif isinstance(ev, SessionEnded):
+                outcome = driver.outcome
+                if not ev.by_peer:
+                    await driver.wait_peer_close(1.0)
+        except (SessionRejected, SessionAborted) as exc:
+            log.info("%s: %s", ctx.connection_id, exc)
+        except (ConnectionError, OSError) as exc:
+            log.info("%s: connection error: %s", ctx.connection_id, exc)
+            session.connection_lost()
+        finally:
+            await driver.close_transport()
+            outcome = (
+                outcome or driver.outcome or SessionOutcome(EsidReason.UNSPECIFIED, "connection lost", True)
+            )
+            self.outcomes.append(outcome)
+            with contextlib.suppress(Exception):
+                await handler.session_ended(ctx, outcome)
+
+    async def _decide(
+        self, session: Session, ev: ConnectionRequested, ctx: SessionContext, handler: SessionHandler
+    ) -> bytes:
+        ssid = ev.ssid
+        if self._active > self.max_sessions:
+            return session.reject_connection(
+                EsidReason.RESOURCES_NOT_AVAILABLE, "too many sessions, retry later"
+            )
+        partner: PartnerConfig | None = None
+        if self.partners:
+            partner = self.partners.get(ssid.code.strip().upper())
+            if partner is None:
+                log.warning("%s: unknown Odette ID %r", ctx.connection_id, ssid.code)
+                return session.reject_connection(EsidReason.USER_CODE_NOT_KNOWN, "user code not known")
+            if not passwords_match(
+                partner.password, ssid.password, case_sensitive=self.config.password_case_sensitive
+            ):
+                log.warning("%s: wrong password for %r", ctx.connection_id, ssid.code)
+                return session.reject_connection(EsidReason.INVALID_PASSWORD, "invalid password")
+        request = ConnectionRequest(
+            connection_id=ctx.connection_id,
+            client_code=ssid.code,
+            password=ssid.password,
+            client_level=ssid.level,
+            server_level=min(ssid.level, self.config.level),
+            peer_address=ctx.peer_address,
+            client_sdeb=ssid.sdeb,
+            client_credit=ssid.credit,
+            client_send_receive=ssid.send_receive,
+            client_secure_auth=ssid.secure_auth,
+            client_user_data=ssid.user_data,
+            tls=ctx.tls,
+        )
+        try:
+            decision: AcceptDecision = await handler.accept_connection(request)
+        except Exception:
+            log.exception("%s: accept_connection failed", ctx.connection_id)
+            return session.reject_connection(EsidReason.UNSPECIFIED, "internal error")
+        if decision.accepted and decision.partner is None and partner is not None:
+            decision = AcceptDecision.accept(level=decision.level, partner=partner)
+        return session.accept_connection(decision)
