@@ -121,7 +121,10 @@ class SSID:
         _text("SSID", "code", self.code, 25, allow_empty=False)
         _text("SSID", "password", self.password, 8)
         _number("SSID", "sdeb", self.sdeb, 128, 99999)
-        object.__setattr__(self, "send_receive", SendReceive(self.send_receive))
+        try:
+            object.__setattr__(self, "send_receive", SendReceive(self.send_receive))
+        except ValueError:
+            raise FieldError("SSID", "send_receive", self.send_receive, "must be S, R or B") from None
         _number("SSID", "credit", self.credit, 1, 999)
         _text("SSID", "user_data", self.user_data, 8)
 
