@@ -79,8 +79,11 @@ def component_status(modules: list[str]) -> str:
     rows = ["| Part | What it is | In the tree |", "|---|---|---|"]
     for prefix, what in COMPONENTS:
         present = [m for m in modules if m == prefix or m.startswith(prefix + ".")]
-        if present:
-            links = ", ".join(f"[`{m.removeprefix(prefix + '.') or m}`](reference/{m}.md)" for m in present)
+        if present == [prefix]:
+            cell = f"[yes](reference/{prefix}.md)"
+        elif present:
+            names = {m: "package" if m == prefix else f"`{m.removeprefix(prefix + '.')}`" for m in present}
+            links = ", ".join(f"[{names[m]}](reference/{m}.md)" for m in present)
             cell = f"yes: {links}"
         else:
             cell = "planned"

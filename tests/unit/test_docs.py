@@ -204,3 +204,13 @@ def test_python_examples_run(page: str) -> None:
         # A comment after a print() call states what it prints.
         for expected in re.findall(r"^.*\bprint\(.*#\s*(.+?)\s*$", block, flags=re.M):
             assert expected in out.getvalue(), (expected, out.getvalue())
+
+
+def test_onboarding_states_the_connection_defaults() -> None:
+    from oftp2_provider.connection import OFTP2ConnectionExtras
+
+    fields = OFTP2ConnectionExtras.model_fields
+    page = (DOCS / "partner-onboarding.md").read_text(encoding="utf-8")
+    claim = re.search(r"`extra.sdeb`\s+(\d+), `extra.credit` (\d+)", page)
+    assert claim, "partner-onboarding.md no longer states the connection defaults"
+    assert (int(claim.group(1)), int(claim.group(2))) == (fields["sdeb"].default, fields["credit"].default)
