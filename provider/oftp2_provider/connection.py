@@ -190,6 +190,17 @@ class OFTP2ConnectionExtras(BaseModel):
         title="Gateway API URL",
         description="Control API of the oftp2 gateway; receipt release goes through it when set.",
     )
+    gateway_api_user: str | None = Field(
+        default=None,
+        title="Gateway API user",
+        description="HTTP Basic user name for the gateway control API.",
+    )
+    gateway_api_password: str | None = Field(
+        default=None,
+        title="Gateway API password",
+        description="HTTP Basic password for the gateway control API.",
+        json_schema_extra={"format": "password"},
+    )
     connect_timeout: float = Field(
         default=30.0, gt=0, title="Connect timeout", description="Seconds to open the TCP/TLS connection."
     )
