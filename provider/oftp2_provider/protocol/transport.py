@@ -227,6 +227,7 @@ class _Driver:
         self.config = config
         self.ctx = ctx
         self.outcome: SessionOutcome | None = None
+        self.progress: Callable[[int], None] | None = None
         self._eof = False
 
     # -- low level ------------------------------------------------------------------------------------
@@ -423,6 +424,8 @@ class _Driver:
 
     async def _push(self, data: bytes, eor: bool, hasher: Any) -> None:
         hasher.update(data)
+        if self.progress is not None:
+            self.progress(len(data))
         await self._wait_unblocked()
         out = self.session.send_data(data, eor)
         if out:
@@ -708,6 +711,8 @@ class OFTPClient:
         self.session = Session(Role.INITIATOR, config, partner=partner, name=f"client-{next(_ids)}")
         self.ctx = SessionContext(self.session.name, Role.INITIATOR, (host, port), tls=ssl is not None)
         self._driver: _Driver | None = None
+        #: Called with the number of file octets after each chunk sent (progress display).
+        self.progress: Callable[[int], None] | None = None
 
     @property
     def negotiated(self) -> Negotiated | None:
@@ -785,6 +790,7 @@ class OFTPClient:
         """Send one file; returns the result (refusals are results, session failures raise)."""
         d = self._need()
         await self._regain_turn()
+        d.progress = self.progress
         result: SendResult = await self._guard(d.send_file(item))
         if self.session.state is not State.IDLESP and self.session.state is not State.IDLESPCD:
             # the partner asked for the turn with EFPA(Y): listen until it gives it back
@@ -825,21 +831,10 @@ class OFTPClient:
             return SessionOutcome(EsidReason.NORMAL, "never connected")
         try:
             s = self.session
-            while not s.closed:
-                if s.state is State.IDLESPCD:
-                    d.write(s.end_session(EsidReason.NORMAL))
-                    await d.flush()
+            if not s.closed:
+                await self._guard(d.conversation(self.handler, speaker=s.is_speaker))
+                if s.state is State.WF_NDISC:
                     await d.wait_peer_close(2.0)
-                    break
-                if s.is_speaker:
-                    d.write(s.change_direction())
-                    await self._guard(d.listen(self.handler))
-                    if s.is_speaker:
-                        sent = await self._guard(d.send_items(self.handler))
-                        if sent and not s.closed:
-                            continue
-                else:
-                    await self._guard(d.listen(self.handler))
         except (SessionRejected, SessionAborted) as exc:
             log.info("%s: session ended: %s", self.ctx.connection_id, exc)
         finally:
