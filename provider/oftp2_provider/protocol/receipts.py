@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .certs import PartnerCertificates
 from .cms import UnknownSigner, sign_bytes, verify_signed_bytes
+from .codec import eerp_signed_content, nerp_signed_content
 from .commands import EERP, NERP
 from .suites import CipherSuite, SecurityError, UnsupportedSuite, suite_from_code
 
@@ -82,23 +83,11 @@ def file_hash(path: Path | str, suite: CipherSuite | int, *, chunk_size: int = 1
     return h.digest()
 
 
-def _x(value: str, width: int) -> bytes:
-    return value.encode("ascii").ljust(width, b" ")[:width]
-
-
 def receipt_signed_content(receipt: EERP | NERP) -> bytes:
     """The octets an EERP/NERP signature covers (fixed-width fields with padding, then the hash)."""
-    # Same layout as codec.eerp_signed_content / nerp_signed_content.
-    head = (
-        _x(receipt.dsn, 26)
-        + _x(receipt.date, 8)
-        + _x(receipt.time, 10)
-        + _x(receipt.destination, 25)
-        + _x(receipt.originator, 25)
-    )
     if isinstance(receipt, NERP):
-        head += _x(receipt.creator, 25)
-    return head + receipt.file_hash
+        return nerp_signed_content(receipt)
+    return eerp_signed_content(receipt)
 
 
 def sign_receipt(

@@ -290,7 +290,12 @@ def _layers(
         if decrypt_key is None:
             raise DecryptionFailed("the file is encrypted but no private key is configured to decrypt it")
         chunks = enveloped_layer(
-            current, key=decrypt_key, cert=decrypt_cert, chunk_size=chunk_size, used=ciphers
+            current,
+            key=decrypt_key,
+            cert=decrypt_cert,
+            chunk_size=chunk_size,
+            used=ciphers,
+            expect_cms=compressed or security_level is SecurityLevel.ENCRYPTED_AND_SIGNED,
         )
         current = IterSource(chunks)
     if compressed:

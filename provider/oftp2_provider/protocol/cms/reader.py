@@ -108,10 +108,16 @@ def enveloped_layer(
     cert: x509.Certificate | None,
     chunk_size: int = 1 << 20,
     used: list[SymmetricCipher] | None = None,
+    expect_cms: bool = False,
 ) -> Iterator[bytes]:
-    """Decrypt a ContentInfo(EnvelopedData) for (*key*, *cert*); yields plaintext chunks."""
+    """Decrypt a ContentInfo(EnvelopedData) for (*key*, *cert*); yields plaintext chunks.
+
+    With *expect_cms* the plaintext must start like a CMS ContentInfo; otherwise the key was wrong
+    (RSA PKCS#1 v1.5 decryption with a wrong key may yield a random key instead of an error).
+    """
     r = BerReader(source)
     try:
+        checker = _CmsStartCheck() if expect_cms else None
         outer = _content_info(r, asn1.OID_ENVELOPED_DATA, "EnvelopedData")
         ed = r.enter(r.expect(SEQUENCE, constructed=True), "EnvelopedData")
         r.read_value(r.expect(0x02, constructed=False), 16)  # version
@@ -170,6 +176,8 @@ def enveloped_layer(
                 plain = tail + plain
             tail = plain[-bs:]
             if len(plain) > bs:
+                if checker is not None:
+                    checker.feed(plain[:-bs])
                 yield plain[:-bs]
         last = tail + dec.finalize()
         if total % bs or len(last) != bs:
@@ -177,6 +185,9 @@ def enveloped_layer(
         pad = last[-1]
         if not 1 <= pad <= bs or last[-pad:] != bytes([pad]) * pad:
             raise DecryptionFailed("bad padding after decryption (wrong key or corrupted data)")
+        if checker is not None:
+            checker.feed(last[:-pad])
+            checker.finish()
         if pad < bs:
             yield last[:-pad]
         r.leave(eci)
@@ -186,6 +197,33 @@ def enveloped_layer(
         raise
     except (BerError, ValueError, TypeError) as exc:
         raise DecryptionFailed(f"EnvelopedData: {exc}") from exc
+
+
+class _CmsStartCheck:
+    """Checks that decrypted octets begin with ``SEQUENCE { OID 1.2.840.113549.1.… }``."""
+
+    PREFIX = b"\x2a\x86\x48\x86\xf7\x0d\x01"
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._head += data[:32]
+        if len(self._head) >= 16:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        head = self._head[:16]
+        if not (head[:1] == b"\x30" and self.PREFIX in head):
+            raise DecryptionFailed(
+                "decrypted content is not a CMS structure: wrong private key or corrupted data"
+            )
 
 
 def _encapsulated(r: BerReader, what: str) -> tuple[Container, tuple[Container, Header] | None]:
