@@ -92,8 +92,8 @@ class ControlBackend(Protocol):
         """Release a held receipt."""
         ...
 
-    async def call_partner(self, partner: str) -> dict[str, Any]:
-        """Call a partner now."""
+    async def call_api(self, partner: str) -> dict[str, Any]:
+        """Call a partner now; returns a JSON summary."""
         ...
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
@@ -262,7 +262,7 @@ def create_app(backend: ControlBackend, users: list[ApiUser]) -> Starlette:
         return JSONResponse({"transfer": to_json(transfer)})
 
     async def call(request: Request) -> Response:
-        result = await backend.call_partner(request.path_params["name"])
+        result = await backend.call_api(request.path_params["name"])
         return JSONResponse(to_json(result))
 
     async def events(request: Request) -> Response:

@@ -347,6 +347,11 @@ class PartnerConfig(_Model):
     our_password: OftpPassword | None = Field(
         default=None, description="The password we present to this partner; defaults to `identity.password`."
     )
+    originators: list[str] = Field(
+        default_factory=list,
+        description="Other file originators (SFIDORIG) accepted through this partner, e.g. behind a VAN; "
+        "`*` accepts any.  The partner's own Odette ID is always accepted.",
+    )
     allowed_levels: list[Level] = Field(
         default_factory=lambda: list(_ALL_LEVELS),
         description="Protocol levels (SSIDLEV) the partner may use; others are refused with ESID 10.",
@@ -387,6 +392,16 @@ class PartnerConfig(_Model):
         description="Largest inbound file in octets (SFNA 06 beyond it); none = unlimited.",
     )
 
+    @field_validator("originators")
+    @classmethod
+    def _originator_ids(cls, value: list[str]) -> list[str]:
+        return [v if v == "*" else _odette_id(v) for v in value]
+
+    def accepts_originator(self, originator: str) -> bool:
+        """True when files from ``originator`` (SFIDORIG) may arrive through this partner."""
+        wanted = originator.rstrip().upper()
+        return wanted == self.odette_id or "*" in self.originators or wanted in self.originators
+
     @model_validator(mode="after")
     def _needs(self) -> PartnerConfig:
         if self.secure_auth and self.certificates.auth is None:
@@ -416,6 +431,11 @@ class LimitsConfig(_Model):
         default=10.0,
         ge=0,
         description="Seconds sessions get to end after SIGTERM before they are cut (ESID 05).",
+    )
+    stale_sending_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="An outbound file `sending` for longer than this (a crashed gateway) is queued again.",
     )
     call_retry_seconds: float = Field(
         default=60.0, gt=0, description="Pause before calling a partner again after a failed call."
@@ -497,6 +517,11 @@ class GatewayConfig(_Model):
     """The gateway configuration file."""
 
     identity: IdentityConfig
+    node_id: str | None = Field(
+        default=None,
+        description="Name of this gateway in the ledger (claims, audit); defaults to `<host>:<state_dir>`. "
+        "Gateways sharing one ledger need different node ids.",
+    )
     state_dir: ConfigPath = Field(
         default=Path("oftp2-state"),
         validate_default=True,
@@ -563,6 +588,14 @@ class GatewayConfig(_Model):
         """The inbox directory of partner ``name``."""
         partner = self.partners[name]
         return partner.inbox if partner.inbox is not None else self.state_dir / "inbox" / name
+
+    def node_name(self) -> str:
+        """The node id used for ledger claims (``node_id`` or ``<host>:<state_dir>``)."""
+        if self.node_id:
+            return self.node_id
+        import socket
+
+        return f"{socket.gethostname()}:{self.state_dir}"
 
     def ledger_sqlite_path(self) -> Path:
         """The SQLite ledger file used when neither ``conn_id`` nor ``uri`` is configured."""
