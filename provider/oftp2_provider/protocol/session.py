@@ -674,7 +674,7 @@ class Session:
             self._ended = ended
             self._events.append(ended)
 
-    def _abort_local(self, reason: int, text: str) -> bytes:
+    def _abort_local(self, reason: int, text: str, *, take: bool = True) -> bytes:
         try:
             buf = framing.frame(codec.encode(ESID(int(reason), text[:200]), self._esid_level()))
         except FieldError:
@@ -682,7 +682,7 @@ class Session:
         self._sm.state = State.WF_NDISC
         self._out.append(buf)
         self._finish(SessionEnded(int(reason), text, by_peer=False))
-        return self._take()
+        return self._take() if take else b""
 
     def _esid_level(self) -> ProtocolLevel:
         if self.negotiated is None and self._peer_ssid is not None:
@@ -692,7 +692,7 @@ class Session:
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         reason = int(exc.reason)
         log.warning("%s: peer protocol error, ending with ESID %02d: %s", self.name, reason, exc)
-        self._abort_local(reason, str(exc))
+        self._abort_local(reason, str(exc), take=False)
 
     def _handle(self, buf: bytes) -> None:
         if buf[:1] == b"D":
