@@ -105,9 +105,12 @@ def test_reference_documents_the_command_classes(site: Site) -> None:
     text = _text(site / "reference/oftp2_provider.protocol.commands/index.html")
     for name in ("SSID", "SFID", "EERP", "NERP", "Start Session"):
         assert name in text
-    errors = _text(site / "reference/oftp2_provider.protocol.errors/index.html")
-    assert "LocalProtocolError" in errors
-    assert ":class:" not in errors, "Sphinx roles must be rewritten to code spans"
+    raw = (site / "reference/oftp2_provider.protocol.errors/index.html").read_text(encoding="utf-8")
+    assert ":class:" not in raw, "Sphinx roles must be rewritten"
+    # The module docstring's :class:`LocalProtocolError` became a link to the class on the same page.
+    assert re.search(
+        r'<a class="autorefs[^>]*href="#oftp2_provider\.protocol\.errors\.LocalProtocolError"', raw
+    )
 
 
 def test_every_importable_public_module_has_a_reference_page(site: Site) -> None:
@@ -190,6 +193,13 @@ def test_griffe_extension_rewrites_sphinx_roles() -> None:
     roles = _load_hook("griffe_roles")
     assert roles.rewrite_roles("see :class:`~a.b.Thing` and :mod:`a.b`") == "see `Thing` and `a.b`"
     assert roles.rewrite_roles("``literal`` stays") == "``literal`` stays"
+    linked = roles.rewrite_roles(
+        "a :meth:`~Thing.run` and an :class:`Unknown`",
+        lambda target: "pkg.mod.Thing.run" if target == "Thing.run" else None,
+    )
+    assert linked == (
+        'a <autoref identifier="pkg.mod.Thing.run" optional><code>run</code></autoref> and an `Unknown`'
+    )
 
 
 @pytest.mark.parametrize("page", EXECUTABLE_PAGES)
