@@ -152,6 +152,11 @@ class RelayForwardListener:
         await asyncio.gather(*[t for t in [self._runner, *self._tasks] if t], return_exceptions=True)
         self._runner = None
 
+    async def wait(self) -> None:
+        """Wait until the forwarder stops; raises the listener's terminal error (e.g. 401/404)."""
+        if self._runner is not None:
+            await asyncio.shield(self._runner)
+
     async def _accept_loop(self) -> None:
         async for event in self.listener:
             if isinstance(event, RelayedConnectionRequest):
