@@ -144,7 +144,11 @@ class _Model(BaseModel):
 
 
 class KeyPair(_Model):
-    """A certificate and its private key (PEM files)."""
+    """A certificate and its private key (PEM files).
+
+    The same table is used by `identity.tls`, `identity.auth`, `identity.signing`,
+    `identity.decryption`, `listeners[].cert` and `control_api.tls`.
+    """
 
     cert: ExistingFile = Field(description="Certificate file (PEM).")
     key: ExistingFile = Field(description="Private key file (PEM, PKCS#8 or traditional).")
@@ -181,7 +185,7 @@ class IdentityConfig(_Model):
 class TcpListener(_Model):
     """A plain TCP listener (odette-ftp, port 3305)."""
 
-    type: Literal["tcp"] = "tcp"
+    type: Literal["tcp"] = Field(default="tcp", description="Listener kind.")
     host: str = Field(default="0.0.0.0", description="Address to bind.")
     port: int = Field(default=3305, ge=0, le=65535, description="TCP port (0 picks a free port).")
 
@@ -189,7 +193,7 @@ class TcpListener(_Model):
 class TlsListener(_Model):
     """A TLS listener (odette-ftps, port 6619): TLS from the first byte."""
 
-    type: Literal["tls"] = "tls"
+    type: Literal["tls"] = Field(default="tls", description="Listener kind.")
     host: str = Field(default="0.0.0.0", description="Address to bind.")
     port: int = Field(default=6619, ge=0, le=65535, description="TCP port (0 picks a free port).")
     cert: KeyPair | None = Field(default=None, description="Server certificate; defaults to `identity.tls`.")
@@ -205,7 +209,7 @@ class TlsListener(_Model):
 class RelayListener(_Model):
     """An Azure Relay Hybrid Connection listener (filled in by the relay work; not started yet)."""
 
-    type: Literal["relay"] = "relay"
+    type: Literal["relay"] = Field(default="relay", description="Listener kind.")
     namespace: str = Field(description="Relay namespace FQDN, e.g. `example.servicebus.windows.net`.")
     path: str = Field(description="Hybrid Connection name.")
     key_name: str | None = Field(default=None, description="SAS key (policy) name.")
@@ -282,10 +286,6 @@ class PartnerAddress(_Model):
 class PartnerCertificates(_Model):
     """A partner's certificates, one per purpose (PEM files)."""
 
-    tls: ExistingFile | None = Field(
-        default=None,
-        description="Expected TLS client certificate (pinned) when the partner calls us over TLS.",
-    )
     auth: ExistingFile | None = Field(
         default=None, description="Certificate for secure authentication (AUCH)."
     )
@@ -437,9 +437,6 @@ class LimitsConfig(_Model):
         gt=0,
         description="An outbound file `sending` for longer than this (a crashed gateway) is queued again.",
     )
-    call_retry_seconds: float = Field(
-        default=60.0, gt=0, description="Pause before calling a partner again after a failed call."
-    )
 
 
 class ApiUser(_Model):
@@ -447,7 +444,7 @@ class ApiUser(_Model):
 
     name: str = Field(min_length=1, description="User name (HTTP Basic).")
     password_hash: str = Field(
-        description="Output of `oftp2 gateway hash-password` (`scrypt$…` or `pbkdf2_sha256$…`)."
+        description="Output of `oftp2 gateway --hash-password` (`scrypt$…` or `pbkdf2_sha256$…`)."
     )
     read_only: bool = Field(default=False, description="May only read (GET); writes answer 403.")
 
@@ -456,7 +453,7 @@ class ApiUser(_Model):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("scrypt$", "pbkdf2_sha256$")):
             raise ValueError(
-                "must be a hash from `oftp2 gateway hash-password` (scrypt$… or pbkdf2_sha256$…)"
+                "must be a hash from `oftp2 gateway --hash-password` (scrypt$… or pbkdf2_sha256$…)"
             )
         return value
 
@@ -516,7 +513,7 @@ def _default_listeners() -> list[TcpListener | TlsListener | RelayListener]:
 class GatewayConfig(_Model):
     """The gateway configuration file."""
 
-    identity: IdentityConfig
+    identity: IdentityConfig = Field(description="Our Odette ID, password and keys (see `identity`).")
     node_id: str | None = Field(
         default=None,
         description="Name of this gateway in the ledger (claims, audit); defaults to `<host>:<state_dir>`. "
@@ -530,7 +527,9 @@ class GatewayConfig(_Model):
     listeners: list[ListenerConfig] = Field(
         default_factory=_default_listeners, description="Where partners can call us."
     )
-    ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())
+    ledger: LedgerConfig = Field(
+        default_factory=lambda: LedgerConfig(), description="The transfer ledger (see `ledger`)."
+    )
     partners: dict[str, PartnerConfig] = Field(
         default_factory=dict, description="Partners by name (the name is used by `--call`)."
     )
@@ -538,9 +537,16 @@ class GatewayConfig(_Model):
         default=None,
         description="`python:module.func` deciding on each connection (default: the partner table).",
     )
-    limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
-    control_api: ControlApiConfig = Field(default_factory=lambda: ControlApiConfig())
-    events: EventsConfig = Field(default_factory=lambda: EventsConfig())
+    limits: LimitsConfig = Field(
+        default_factory=lambda: LimitsConfig(), description="Session limits and timers (see `limits`)."
+    )
+    control_api: ControlApiConfig = Field(
+        default_factory=lambda: ControlApiConfig(), description="The HTTP(S) control API (see `control_api`)."
+    )
+    events: EventsConfig = Field(
+        default_factory=lambda: EventsConfig(),
+        description="Event handlers and their worker pool (see `events`).",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
 
     @model_validator(mode="after")

@@ -184,8 +184,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ life cycle
 
-    async def start(self) -> None:
-        """Open the ledger, recover, start event workers, listeners and the control API."""
+    async def start(self, *, listen: bool = True) -> None:
+        """Open the ledger, recover, start event workers, listeners and the control API.
+
+        With ``listen=False`` (a one-off ``--call``) no listener and no control API is started.
+        """
         if self._started:
             return
         self._started = True
@@ -193,9 +196,11 @@ class Gateway:
         await self.ledger.migrate()
         await self.recover()
         await self.bus.start()
+        if not listen:
+            self.listeners = []
         for listener in self.listeners:
             await self._start_listener(listener)
-        if self.config.control_api.enabled:
+        if listen and self.config.control_api.enabled:
             self.api = ControlApi(self, self.config.control_api)
             await self.api.start()
         self._spawn(self._maintenance())
