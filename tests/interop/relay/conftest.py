@@ -80,13 +80,14 @@ def run_node() -> NodeRunner:
 
     @asynccontextmanager
     async def runner(
-        folder: Path, script: str, *args: str, ready: bool = True
+        folder: Path, script: str, *args: str, ready: bool = True, env: dict[str, str] | None = None
     ) -> AsyncIterator[asyncio.subprocess.Process]:
         proc = await asyncio.create_subprocess_exec(
             str(NODE),
             script,
             *args,
             cwd=folder,
+            env={**os.environ, **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

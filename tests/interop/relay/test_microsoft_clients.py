@@ -16,14 +16,17 @@ import asyncio
 import hashlib
 import json
 import os
+import ssl
 from pathlib import Path
 
 import pytest
 
+from oftp2_provider.pki import PKIBundle
 from oftp2_provider.relay import (
     HybridConnectionClient,
     HybridConnectionListener,
     RelayConnectionClosed,
+    RelayConnectionError,
     RelayedConnectionRequest,
     RelayedHttpRequest,
     RelayEmulator,
@@ -130,3 +133,27 @@ async def test_hyco_ws_sender_to_our_listener(
             assert closed.value.code == 1000
             await ws.close()
             assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_hyco_https_over_tls_with_node_extra_ca_certs(
+    test_pki: PKIBundle, hyco_https_dir: Path, run_node: NodeRunner
+) -> None:
+    """wss:// and https:// end to end: the emulator serves the test PKI's server certificate."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(test_pki.server.cert_path, test_pki.server.key_path)
+    client_ctx = ssl.create_default_context(cafile=str(test_pki.ca.cert_path))
+    async with RelayEmulator(ssl=server_ctx) as emu:
+        assert emu.url.startswith("wss://")
+        env = {"NODE_EXTRA_CA_CERTS": str(test_pki.ca.cert_path)}
+        async with run_node(hyco_https_dir, "listener.js", *_key_args(emu), env=env):
+            client = HybridConnectionClient(emu.address("hc1"), emu.token_provider(), ssl=client_ctx)
+            upload = os.urandom(100_000)
+            response = await client.request("POST", "secure", body=upload)
+            assert response.status == 200, response.text
+            assert json.loads(response.body)["sha256"] == hashlib.sha256(upload).hexdigest()
+        # and a client that does not trust the test CA is refused by TLS, not by the relay
+        untrusting = HybridConnectionClient(
+            emu.address("hc1"), emu.token_provider(), ssl=ssl.create_default_context()
+        )
+        with pytest.raises(RelayConnectionError):
+            await untrusting.request("GET")
