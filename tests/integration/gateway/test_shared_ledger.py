@@ -51,10 +51,15 @@ async def test_two_gateways_one_postgres_ledger_no_double_send(
     assert await receiver.ledger.events(kind="duplicate_inbound") == []
     for t in inbound:
         i = int(t.key.dsn[-2:])
-        assert Path(t.local_path or "").read_bytes() == f"file {i}".encode() * 2000
+        assert _read(t.local_path) == f"file {i}".encode() * 2000
 
     rows = [await senders[0].ledger.get(t.id) for t in queued]
     assert all(r.attempts == 1 for r in rows), [(r.key.dsn, r.attempts) for r in rows]
     assert {r.worker for r in rows} <= {"node-1", "node-2"}
     # the receipts came back in the same sessions
     assert {r.status for r in rows} == {TransferStatus.DELIVERED}
+
+
+def _read(path: str | None) -> bytes:
+    assert path is not None
+    return Path(path).read_bytes()
