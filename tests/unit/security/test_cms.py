@@ -387,3 +387,32 @@ def test_decrypted_garbage_is_a_decryption_failure(test_pki: PKIBundle, tmp_path
     with pytest.raises(DecryptionFailed, match="not a CMS structure"):
         _unprotect(test_pki, wire, tmp_path / "out", 1, True)
     _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+def test_non_rsa_recipient_leaves_nothing(
+    test_pki: PKIBundle, make_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ec-partner")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    src = make_file(size=100)
+    out = tmp_path / "wire"
+    with pytest.raises(ValueError, match=r"ec-partner.*needs an RSA key"):
+        protect_file(src, out, suite=4, encrypt_for=cert)
+    _assert_nothing_left(tmp_path, out)

@@ -16,7 +16,6 @@ Memory stays bounded (about one ``chunk_size`` per layer) whatever the file size
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import logging
 import os
@@ -43,7 +42,7 @@ from ..suites import (
 )
 from .ber import FileSource, IterSource, Source
 from .reader import SignedInfo, UnknownSigner, compressed_layer, enveloped_layer, signed_layer
-from .writer import CompressSink, EnvelopeSink, SignSink, Sink, envelope_bytes, sign_bytes
+from .writer import BackgroundHash, CompressSink, EnvelopeSink, SignSink, Sink, envelope_bytes, sign_bytes
 
 __all__ = [
     "DecompressionFailed",
@@ -118,7 +117,7 @@ class UnprotectResult:
 class _FileSink:
     def __init__(self, fh: BinaryIO, hash_name: str) -> None:
         self._fh = fh
-        self.hash = hashlib.new(hash_name)
+        self.hash = BackgroundHash(hash_name)
         self.size = 0
 
     def write(self, data: bytes, /) -> None:
@@ -152,7 +151,9 @@ class SecureFileWriter:
         encrypt_for: x509.Certificate | None = None,
         include_cert: bool = False,
         compression_level: int = 6,
+        fsync: bool = False,
     ) -> None:
+        self._fsync = fsync
         self.suite = suite_from_code(int(suite))
         if (sign_key is None) != (sign_cert is None):
             raise ValueError("signing needs both sign_key and sign_cert")
@@ -160,19 +161,28 @@ class SecureFileWriter:
             raise UnsupportedSuite("cipher suite 00 cannot sign or encrypt; choose suite 01-06")
         self.dst = Path(dst)
         self._tmp = _temp_beside(self.dst)
-        self._fh = open(self._tmp, "wb")
+        self._fh = open(self._tmp, "wb")  # closed in close()/abort()
         self._file = _FileSink(self._fh, transmitted_hash_name(self.suite))
         self._original = 0
         self._done = False
+        self._sign_sink: SignSink | None = None
         sink: Sink = self._file
-        if encrypt_for is not None:
-            sink = EnvelopeSink(sink, recipient=encrypt_for, cipher=self.suite.cipher)
-        if compress:
-            sink = CompressSink(sink, level=compression_level)
-        if sign_key is not None and sign_cert is not None:
-            sink = SignSink(
-                sink, key=sign_key, cert=sign_cert, hash_name=self.suite.hash_name, include_cert=include_cert
-            )
+        try:
+            if encrypt_for is not None:
+                sink = EnvelopeSink(sink, recipient=encrypt_for, cipher=self.suite.cipher)
+            if compress:
+                sink = CompressSink(sink, level=compression_level)
+            if sign_key is not None and sign_cert is not None:
+                sink = self._sign_sink = SignSink(
+                    sink,
+                    key=sign_key,
+                    cert=sign_cert,
+                    hash_name=self.suite.hash_name,
+                    include_cert=include_cert,
+                )
+        except BaseException:
+            self.abort()
+            raise
         self._sink = sink
         signed, encrypted = sign_key is not None, encrypt_for is not None
         self.security_level = SecurityLevel(int(encrypted) + 2 * int(signed))
@@ -190,7 +200,8 @@ class SecureFileWriter:
         try:
             self._sink.close()
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if self._fsync:
+                os.fsync(self._fh.fileno())
             self._fh.close()
             os.replace(self._tmp, self.dst)
         except BaseException:
@@ -209,6 +220,9 @@ class SecureFileWriter:
     def abort(self) -> None:
         """Discard the partial output."""
         self._done = True
+        self._file.hash.close()
+        if self._sign_sink is not None:
+            self._sign_sink.hash.close()
         self._fh.close()
         self._tmp.unlink(missing_ok=True)
 
@@ -236,6 +250,7 @@ def protect_file(
     chunk_size: int = DEFAULT_CHUNK,
     include_cert: bool = False,
     compression_level: int = 6,
+    fsync: bool = False,
 ) -> ProtectResult:
     """Sign, compress and encrypt *src* into *dst* (each step optional), streaming.
 
@@ -251,6 +266,7 @@ def protect_file(
         encrypt_for=encrypt_for,
         include_cert=include_cert,
         compression_level=compression_level,
+        fsync=fsync,
     )
     with writer, open(src, "rb") as fh:
         while chunk := fh.read(chunk_size):
@@ -261,7 +277,7 @@ def protect_file(
 class _HashingSource:
     def __init__(self, inner: Source, hash_name: str) -> None:
         self._inner = inner
-        self.hash = hashlib.new(hash_name)
+        self.hash = BackgroundHash(hash_name)
         self.size = 0
 
     def read(self, n: int, /) -> bytes:
@@ -326,6 +342,7 @@ def unprotect_file(
     verify_certs: Sequence[x509.Certificate] = (),
     chunk_size: int = DEFAULT_CHUNK,
     max_output: int | None = None,
+    fsync: bool = True,
 ) -> UnprotectResult:
     """Unwrap a received virtual file: decrypt → decompress → verify, as SFIDSEC/SFIDCOMP say.
 
@@ -347,6 +364,7 @@ def unprotect_file(
     info = SignedInfo()
     ciphers: list[SymmetricCipher] = []
     original = 0
+    source: _HashingSource | None = None
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             source = _HashingSource(FileSource(fin), transmitted_hash_name(the_suite))
@@ -365,20 +383,26 @@ def unprotect_file(
                 original += len(chunk)
                 fout.write(chunk)
             fout.flush()
-            os.fsync(fout.fileno())
+            if fsync:
+                os.fsync(fout.fileno())
         if level in (SecurityLevel.SIGNED, SecurityLevel.ENCRYPTED_AND_SIGNED) and info.signer is None:
             raise SignatureInvalid("signature was not verified")
         os.replace(tmp, dst)
     except SecurityError as exc:
+        if source is not None:
+            source.hash.close()
         tmp.unlink(missing_ok=True)
         log.warning("unprotect %s failed: %s: %s", src, type(exc).__name__, exc)
         raise
     except BaseException:
+        if source is not None:
+            source.hash.close()
         tmp.unlink(missing_ok=True)
         raise
     if ciphers and the_suite is not CipherSuite.NONE and ciphers[0] != the_suite.cipher:
         log.info("%s: encrypted with %s although SFIDCIPH %02d names %s", src, ciphers[0].name,
                  int(the_suite), the_suite.cipher.name)  # fmt: skip
+    assert source is not None
     return UnprotectResult(
         verified_signer=info.signer,
         original_size=original,

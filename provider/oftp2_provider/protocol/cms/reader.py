@@ -165,30 +165,36 @@ def enveloped_layer(
             raise BerError("EnvelopedData has no encrypted content")
         dec = Cipher(symmetric(cipher, content_key), modes.CBC(iv)).decryptor()
         bs = cipher.block_size
-        tail = b""
+        pending = b""  # the last ciphertext octets (≥ 1 block once any arrived), decrypted at the end
         total = 0
         for chunk in r.octet_chunks(h, chunk_size):
             total += len(chunk)
-            plain = dec.update(chunk)
-            if not plain:
-                continue
-            if tail:
-                plain = tail + plain
-            tail = plain[-bs:]
-            if len(plain) > bs:
-                if checker is not None:
-                    checker.feed(plain[:-bs])
-                yield plain[:-bs]
-        last = tail + dec.finalize()
-        if total % bs or len(last) != bs:
-            raise DecryptionFailed(f"encrypted content is {total} octets, not a multiple of {bs}")
+            if len(chunk) >= bs:
+                outs = [dec.update(pending)] if pending else []
+                view = memoryview(chunk)
+                outs.append(dec.update(view[:-bs]))
+                pending = bytes(view[-bs:])
+            else:
+                pending += chunk
+                if len(pending) <= bs:
+                    continue
+                outs = [dec.update(pending[:-bs])]
+                pending = pending[-bs:]
+            for plain in outs:
+                if plain:
+                    if checker is not None:
+                        checker.feed(plain)
+                    yield plain
+        last = dec.update(pending) + dec.finalize()
+        if total == 0 or total % bs or len(last) % bs or not last:
+            raise DecryptionFailed(f"encrypted content is {total} octets, not a positive multiple of {bs}")
         pad = last[-1]
         if not 1 <= pad <= bs or last[-pad:] != bytes([pad]) * pad:
             raise DecryptionFailed("bad padding after decryption (wrong key or corrupted data)")
         if checker is not None:
             checker.feed(last[:-pad])
             checker.finish()
-        if pad < bs:
+        if len(last) > pad:
             yield last[:-pad]
         r.leave(eci)
         r.leave(ed)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import queue
+import threading
 import zlib
 from typing import Protocol
 
@@ -29,7 +31,15 @@ from ..suites import HASH_OIDS, SymmetricCipher, hash_by_name
 from . import asn1
 from .ber import EOC, encode_length, indefinite, tlv
 
-__all__ = ["CompressSink", "EnvelopeSink", "SignSink", "Sink", "envelope_bytes", "sign_bytes"]
+__all__ = [
+    "BackgroundHash",
+    "CompressSink",
+    "EnvelopeSink",
+    "SignSink",
+    "Sink",
+    "envelope_bytes",
+    "sign_bytes",
+]
 
 
 class Sink(Protocol):
@@ -38,6 +48,39 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> None: ...
 
     def close(self) -> None: ...
+
+
+class BackgroundHash:
+    """A hash updated by a helper thread (hashlib releases the GIL), fed through a bounded queue."""
+
+    def __init__(self, hash_name: str, depth: int = 4) -> None:
+        self._hash = hashlib.new(hash_name)
+        self.name = self._hash.name
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="oftp2-hash", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes) -> None:
+        """Queue *data* (immutable bytes) for hashing."""
+        if data:
+            self._queue.put(data)
+
+    def digest(self) -> bytes:
+        """Wait for the queued data and return the digest."""
+        self.close()
+        return self._hash.digest()
+
+    def close(self) -> None:
+        """Stop the helper thread (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _octets(out: Sink, data: bytes) -> None:
@@ -74,7 +117,7 @@ class SignSink:
         self._key = key
         self._cert = cert
         self._hash_name = hash_name
-        self._hash = hashlib.new(hash_name)
+        self.hash = BackgroundHash(hash_name)
         self._include_cert = include_cert
         self._digest_oid = {v: k for k, v in HASH_OIDS.items()}[hash_name]
         digest_set = tlv(0x31, asn1.algorithm_identifier(self._digest_oid))
@@ -91,12 +134,12 @@ class SignSink:
 
     def write(self, data: bytes, /) -> None:
         """Add content octets."""
-        self._hash.update(data)
+        self.hash.update(data)
         _octets(self._out, data)
 
     def close(self) -> None:
         """Write the SignerInfo and the end-of-contents octets."""
-        attrs = asn1.signed_attributes(self._hash.digest(), asn1.OID_DATA, dt.datetime.now(dt.timezone.utc))
+        attrs = asn1.signed_attributes(self.hash.digest(), asn1.OID_DATA, dt.datetime.now(dt.timezone.utc))
         signature = self._key.sign(attrs, padding.PKCS1v15(), hash_by_name(self._hash_name))
         info = asn1.signer_info(self._cert, self._digest_oid, attrs, signature)
         tail = EOC * 3  # OCTET STRING, [0], EncapsulatedContentInfo
