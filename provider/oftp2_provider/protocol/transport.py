@@ -252,6 +252,11 @@ class _Driver:
                 if isinstance(ev, SessionEnded):
                     await self._ended(ev)
                 return ev
+            ended = self.session.ended
+            if ended is not None:
+                # the session is over (reported before): keep answering with its end
+                await self._ended(ended)
+                return ended
             if self._eof:
                 self.session.connection_lost()
                 continue
