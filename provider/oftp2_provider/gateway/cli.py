@@ -64,6 +64,10 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Airflow's logging set-up (run when the ledger imports it) may have disabled our loggers
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and name.startswith(("oftp2", "oftp2_provider")):
+            logger.disabled = False
 
 
 def register(subparsers: Any) -> None:
@@ -112,6 +116,9 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from . import daemon  # imports the ledger (and Airflow, which configures logging) first
+
+    del daemon
     setup_logging(config.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
     if args.check:
         print(
