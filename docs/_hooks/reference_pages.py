@@ -199,7 +199,8 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Find the documentable modules and append the Reference section to the nav."""
     global _modules, _skipped
     candidates = discover_modules()
-    _skipped = import_failures(candidates)
+    # Tests that only exercise the build itself skip the (slow, Airflow-importing) check.
+    _skipped = {} if os.environ.get("OFTP2_DOCS_ASSUME_IMPORTABLE") == "1" else import_failures(candidates)
     for module, error in sorted(_skipped.items()):
         log.info("reference: %s left out, it does not import (%s)", module, error)
     _modules = [m for m in candidates if m not in _skipped]
