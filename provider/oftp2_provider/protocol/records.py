@@ -53,31 +53,40 @@ CF: Final = 0x40
 COUNT: Final = 0x3F
 MAX_SUBRECORD: Final = 63
 _FULL: Final = 64  # header + 63 octets
-_BLOCK: Final = 64  # subrecords packed per struct call
+_BLOCK: Final = 64  # smallest power-of-two piece of a long run of full subrecords
 _MAX_SUBS: Final = 99_999 // _FULL + 1
 _HEADERS: Final = bytes([COUNT]) * _MAX_SUBS
 _INVALID = EsidReason.COMMAND_CONTAINED_INVALID_DATA
 
 
-@lru_cache(maxsize=_BLOCK + 1)
-def _structs(count: int) -> tuple[Struct, Struct]:
+def _make_structs(count: int) -> tuple[Struct, Struct]:
     """(unpack ``count`` × 63 octets, pack them after a placeholder header octet each)."""
     return Struct("63s" * count), Struct("x63s" * count)
 
 
+_structs = lru_cache(maxsize=2 * _BLOCK)(_make_structs)
+
+
 def _write_full(buf: bytearray, at: int, src: bytes | memoryview, off: int, count: int) -> None:
-    """Write ``count`` full uncompressed subrecords of ``src[off:]`` into ``buf`` at ``at``."""
-    end = at + count * _FULL
-    pos, soff = at, off
-    remaining = count
+    """Write ``count`` full uncompressed subrecords of ``src[off:]`` into ``buf`` at ``at``.
+
+    :mod:`struct` copies the subrecords (leaving a placeholder octet before each) in at most a few
+    calls — the count is split into powers of two from 1024 down to 64 plus a rest below 64, so
+    only a small set of cached formats is ever needed — and one strided slice assignment sets all
+    the ``0x3F`` headers.
+    """
+    pos, soff, remaining = at, off, count
+    piece = 1024
     while remaining:
-        n = _BLOCK if remaining >= _BLOCK else remaining
+        while piece > remaining and piece > _BLOCK:
+            piece //= 2
+        n = piece if piece <= remaining else remaining
         unpacker, packer = _structs(n)
         packer.pack_into(buf, pos, *unpacker.unpack_from(src, soff))
         pos += n * _FULL
         soff += n * MAX_SUBRECORD
         remaining -= n
-    buf[at:end:_FULL] = _HEADERS[:count]
+    buf[at : at + count * _FULL : _FULL] = _HEADERS[:count]
 
 
 def decode_subrecords(payload: bytes | memoryview) -> list[tuple[bytes, bool]]:
@@ -163,7 +172,8 @@ class DataEncoder:
 
     def _close(self) -> None:
         if self._used > 1:
-            self._out.append(bytes(self._buf[: self._used]))
+            with memoryview(self._buf) as view:
+                self._out.append(bytes(view[: self._used]))
             self._used = 1
 
     def _take_output(self) -> list[bytes]:
@@ -250,55 +260,128 @@ class DataEncoder:
         min_run = self.min_run
         lit = start
         tokens: list[tuple[int, int, int]] = []  # (literal start, literal end, 0) or (-1, octet, count)
+        append = tokens.append
         for match in self._run.finditer(src, start, end):
             s, e = match.span()
             if s > lit:
-                tokens.append((lit, s, 0))
+                append((lit, s, 0))
+            n = e - s
+            if n <= MAX_SUBRECORD:  # the common case: one compressed subrecord
+                append((-1, src[s], n))
+                lit = e
+                continue
             octet = src[s]
-            full, rest = divmod(e - s, MAX_SUBRECORD)
+            full, rest = divmod(n, MAX_SUBRECORD)
             tokens.extend([(-1, octet, MAX_SUBRECORD)] * full)
             if rest >= min_run:
-                tokens.append((-1, octet, rest))
+                append((-1, octet, rest))
                 lit = e
             else:
                 lit = e - rest
         if lit < end:
             tokens.append((lit, end, 0))
-        last = len(tokens) - 1
-        for index, (a, b, count) in enumerate(tokens):
-            flag = eor and index == last
-            if a < 0:
-                self._place_run(b, count, flag)
+        last_a, last_b, last_count = tokens.pop()
+        self._place_tokens(src, tokens)
+        if last_a < 0:
+            self._place_run(last_b, last_count, eor)
+        else:
+            self._place_literal(src, last_a, last_b, eor)
+
+    def _place_tokens(self, src: bytes | memoryview, tokens: list[tuple[int, int, int]]) -> None:
+        """Place tokens without EoR in one tight loop (short literals and runs inline)."""
+        buf = self._buf
+        sdeb = self._sdeb
+        used = self._used
+        for a, b, count in tokens:
+            if a < 0:  # compressed run: header + the octet
+                if sdeb - used < 2:
+                    self._used = used
+                    self._close()
+                    used = 1
+                buf[used] = CF | count
+                buf[used + 1] = b
+                used += 2
+            elif b - a > 4 * MAX_SUBRECORD:  # long literal: the bulk path
+                self._used = used
+                self._place_literal(src, a, b, False)
+                used = self._used
+                continue
             else:
-                self._place_literal(src, a, b, flag)
+                while a < b:
+                    room = sdeb - used
+                    if room < 2:
+                        self._used = used
+                        self._close()
+                        used = 1
+                        room = sdeb - 1
+                    n = min(b - a, MAX_SUBRECORD, room - 1)
+                    buf[used] = n
+                    buf[used + 1 : used + 1 + n] = src[a : a + n]
+                    used += n + 1
+                    a += n
+                    if used == sdeb:
+                        self._used = used
+                        self._close()
+                        used = 1
+                continue
+            if used == sdeb:
+                self._used = used
+                self._close()
+                used = 1
+        self._used = used
 
     # -- public API ----------------------------------------------------------------------------------
 
+    def _next_size(self) -> int:
+        """Size of the next uncompressed subrecord the greedy filler would start."""
+        room = self._sdeb - self._used
+        if room < 2:
+            room = self._sdeb - 1
+        return min(MAX_SUBRECORD, room - 1)
+
     def write(self, data: bytes | bytearray | memoryview, *, end_of_record: bool = False) -> list[bytes]:
         """Add ``data`` to the current record; ``end_of_record=True`` ends it (EoR on its last subrecord)."""
-        n = len(data)
-        self.unit_count += n
-        if self._tail:
-            src: bytes | memoryview = self._tail + bytes(data)
-        else:
-            src = data if isinstance(data, bytes) else bytes(data)
+        src: bytes | memoryview = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        self.unit_count += len(src)
+        if self._compression:
+            return self._write_compressed(src, end_of_record)
+        tail = self._tail
+        start = 0
+        if tail:
+            # The held-back octets start the next subrecord: complete it with the first new octets
+            # (a small copy) and carry on with ``src`` itself, so big writes are never copied whole.
+            size = self._next_size()
+            if len(tail) + len(src) <= size:
+                src = tail + bytes(src)
+            else:
+                start = size - len(tail)
+                self._place_literal(tail + bytes(src[:start]), 0, size, False)
+            self._tail = b""
         total = len(src)
         if end_of_record:
-            self._tail = b""
-            if self._compression:
-                self._place_compressed(src, 0, total, True)
-            else:
-                self._place_literal(src, 0, total, True)
+            self._place_literal(src, start, total, True)
             self.record_count += 1
             return self._take_output()
-        if self._compression:
-            cut = max(0, total - _FULL)
-            if cut:
-                self._place_compressed(src, 0, cut, False)
-        else:
-            cut = self._hold_point(total)
-            if cut:
-                self._place_literal(src, 0, cut, False)
+        cut = start + self._hold_point(total - start)
+        if cut > start:
+            self._place_literal(src, start, cut, False)
+        self._tail = bytes(src[cut:])
+        return self._take_output()
+
+    def _write_compressed(self, src: bytes | memoryview, end_of_record: bool) -> list[bytes]:
+        if self._tail:
+            src = self._tail + bytes(src)
+            self._tail = b""
+        total = len(src)
+        if end_of_record:
+            self._place_compressed(src, 0, total, True)
+            self.record_count += 1
+            return self._take_output()
+        # hold back the last octets: a run may continue in the next write, and the final
+        # subrecord must be able to receive the EoR flag
+        cut = max(0, total - _FULL)
+        if cut:
+            self._place_compressed(src, 0, cut, False)
         self._tail = bytes(src[cut:])
         return self._take_output()
 
@@ -371,6 +454,44 @@ class DataDecoder:
         del data[::_FULL]
         return bytes(data), bool(h & EOR)
 
+    def _scan(self, data: bytes) -> tuple[bytes, int]:
+        """General subrecord loop for output written as received (no prefix, no separator)."""
+        parts: list[bytes] = []
+        append = parts.append
+        records = 0
+        opened = self.in_record
+        n = len(data)
+        i = 0
+        while i < n:
+            h = data[i]
+            count = h & COUNT
+            i += 1
+            if h & CF:
+                if i >= n:
+                    raise DecodeError(
+                        f"DATA: compressed subrecord at offset {i} has no octet to repeat", _INVALID
+                    )
+                append(data[i : i + 1] * count)
+                i += 1
+            else:
+                j = i + count
+                if j > n:
+                    raise DecodeError(
+                        f"DATA: subrecord at offset {i} announces {count} octets, only {n - i} left", _INVALID
+                    )
+                append(data[i:j])
+                i = j
+            if h & EOR:
+                records += 1
+                opened = False
+            elif count:
+                opened = True
+        out = b"".join(parts)
+        self.unit_count += len(out)
+        self.record_count += records
+        self.in_record = opened
+        return out, records
+
     def feed(self, payload: bytes | memoryview) -> tuple[bytes, int]:
         """Decode one DATA payload; return the octets to append to the file and the records completed."""
         fast = self._fast(payload)
@@ -385,6 +506,8 @@ class DataDecoder:
                 self.in_record = self.in_record or bool(data)
                 return data, 0
             pieces = [(data, eor)]
+        elif not self.v_prefix and not self.record_separator:
+            return self._scan(bytes(payload))
         else:
             pieces = decode_subrecords(payload)
         out: list[bytes] = []
