@@ -492,3 +492,18 @@ def test_decoder_never_fails_with_anything_but_a_decode_error(payload: bytes) ->
         decoder.feed(payload)
     except DecodeError as exc:
         assert exc.reason == INVALID
+
+
+@pytest.mark.parametrize("sdeb", [128, 129, 130, 131, 191, 192, 193, 1000])
+@pytest.mark.parametrize("step", [1, 2, 62, 63, 64, 65, 127, 500])
+def test_write_sizes_at_awkward_buffer_sizes(sdeb: int, step: int) -> None:
+    data = bytes(range(256)) * 12
+    one = DataEncoder(sdeb)
+    expected = one.write(data, end_of_record=True) + one.flush()
+    encoder = DataEncoder(sdeb)
+    got: list[bytes] = []
+    for i in range(0, len(data), step):
+        got += encoder.write(data[i : i + step])
+    got += encoder.write(b"", end_of_record=True) + encoder.flush()
+    assert got == expected
+    assert unpack(got) == [data]
