@@ -96,6 +96,10 @@ def hook_from_uri(uri: str) -> DbApiHook:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
+        if parts.query or parts.fragment or uri.endswith(("?", "#")):
+            raise LedgerError(
+                f"SQLite URI {uri!r} has a query or fragment; percent-encode '?' and '#' in the file path"
+            )
         # sqlite:////abs/path -> netloc "" and path "//abs/path"; sqlite:///rel/path -> "/rel/path"
         path = unquote(parts.path)
         if path.startswith("//"):
@@ -126,6 +130,20 @@ def hook_from_conn_id(conn_id: str) -> DbApiHook:
     if isinstance(hook, SqliteHook) and not isinstance(hook, LedgerSqliteHook):
         return _ledger_sqlite_hook(hook.connection)
     return hook
+
+
+def convert_placeholders(statement: str, placeholder: str) -> str:
+    """Rewrite a statement written with ``?`` placeholders for a driver using ``placeholder``.
+
+    Only ``?`` (qmark) and ``%s`` (format) are supported; for ``%s`` literal ``%`` signs are doubled
+    so the driver does not read them as placeholders.  Ledger statements never contain a literal
+    ``?`` (values always travel as parameters).
+    """
+    if placeholder == "?":
+        return statement
+    if placeholder == "%s":
+        return statement.replace("%", "%%").replace("?", "%s")
+    raise LedgerError(f"unsupported SQL placeholder {placeholder!r} (the ledger supports '?' and '%s')")
 
 
 def _dialect_of(raw: Any) -> str:
@@ -184,12 +202,7 @@ class Backend:
         """Rewrite a statement written with ``?`` placeholders to the hook's placeholder style."""
         if self._placeholder is None:
             self._connection()
-        placeholder = self._placeholder or "?"
-        if placeholder == "?":
-            return statement
-        if placeholder == "%s":
-            return statement.replace("%", "%%").replace("?", "%s")
-        raise LedgerError(f"unsupported SQL placeholder {placeholder!r} on this connection")
+        return convert_placeholders(statement, self._placeholder or "?")
 
     def _connection(self) -> Any:
         cached = getattr(self._local, "conn", None)

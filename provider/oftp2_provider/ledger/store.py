@@ -315,10 +315,15 @@ class Ledger:
             raise TransferNotFound(transfer_id)
         return _to_transfer(row)
 
-    @staticmethod
-    def _find(cur: Cursor, direction: Direction, key: VirtualFileKey) -> Transfer | None:
+    def _find(
+        self, cur: Cursor, direction: Direction, key: VirtualFileKey, *, lock: bool = False
+    ) -> Transfer | None:
+        """The row of a key; with ``lock`` it stays locked until commit so the status read is the
+        one the following update sees (PostgreSQL ``FOR UPDATE``; SQLite's write transaction is
+        already exclusive)."""
+        suffix = " FOR UPDATE" if lock and self.dialect == "postgresql" else ""
         row = cur.row(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE direction = ? AND {_KEY_WHERE}",
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE direction = ? AND {_KEY_WHERE}{suffix}",
             (direction.value, *_key_params(key)),
         )
         return _to_transfer(row) if row else None
@@ -699,7 +704,7 @@ class Ledger:
                     now,
                 ),
             )
-            existing = self._find(cur, Direction.INBOUND, key)
+            existing = self._find(cur, Direction.INBOUND, key, lock=True)
             assert existing is not None
             if inserted:
                 self._event(
@@ -933,7 +938,7 @@ class Ledger:
             raise ValueError("a NERP needs its reason code")
         now = utcnow()
         with self._tx() as cur:
-            transfer = self._find(cur, Direction.OUTBOUND, key)
+            transfer = self._find(cur, Direction.OUTBOUND, key, lock=True)
             tid = transfer.id if transfer else None
             cur.execute(
                 "INSERT INTO receipts (transfer_id, kind, dsn, file_date, file_time, originator, destination, "
