@@ -38,6 +38,12 @@ REASONS: dict[int, str] = {
 }
 
 
+def header(headers: Headers, name: str, default: str = "") -> str:
+    """A header's value; repeated headers are joined with ``", "`` (never raises)."""
+    values = headers.get_all(name)
+    return ", ".join(values) if values else default
+
+
 def reason_phrase(status: int) -> str:
     """The standard reason phrase of ``status`` (``"Unknown"`` when not listed)."""
     return REASONS.get(status, "Unknown")
@@ -112,7 +118,7 @@ async def read_body(
     reader: asyncio.StreamReader, headers: Headers, max_size: int, *, until_eof: bool = False
 ) -> bytes:
     """Read a body framed by ``Content-Length`` or chunked coding (or EOF when ``until_eof``)."""
-    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+    if "chunked" in header(headers, "Transfer-Encoding").lower():
         chunks = bytearray()
         while True:
             line = await reader.readuntil(b"\r\n")
@@ -130,7 +136,7 @@ async def read_body(
             chunks += await reader.readexactly(size)
             if await reader.readexactly(2) != b"\r\n":
                 raise RelayProtocolError("chunk not terminated by CRLF")
-    length_text = headers.get("Content-Length")
+    length_text = header(headers, "Content-Length") or None
     if length_text is not None:
         if not length_text.strip().isdigit():
             raise RelayProtocolError(f"malformed Content-Length {length_text[:20]!r}")

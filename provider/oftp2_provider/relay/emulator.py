@@ -34,6 +34,7 @@ from websockets.datastructures import Headers
 from oftp2_provider.relay._http import (
     BodyTooLarge,
     RequestHead,
+    header,
     read_body,
     read_request_head,
     reason_phrase,
@@ -295,8 +296,8 @@ class RelayEmulator:
             return
         entity, suffix = match
         if action in ("listen", "connect"):
-            token = head.headers.get("ServiceBusAuthorization") or query.get("sb-hc-token")
-            problem = self._check_token(token, head.headers.get("Host", ""), f"{entity}/{suffix}")
+            token = header(head.headers, "ServiceBusAuthorization") or query.get("sb-hc-token")
+            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}")
             if problem and (action == "listen" or self.requires_client_authorization):
                 await self._reply(writer, *problem)
                 return
@@ -428,7 +429,7 @@ class RelayEmulator:
         try:
             await control.send({"accept": accept})
             outcome = await asyncio.wait_for(pending.result, self.accept_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             await self._reply(writer, 504, "GatewayTimeout: the listener did not accept in time")
             return
         except RelayConnectionClosed:
@@ -475,7 +476,7 @@ class RelayEmulator:
             pending.result.set_result((status, description))
             await self._reply(writer, 410, "Gone: the sender was rejected")
             return
-        offered = [p.strip() for p in head.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        offered = [p.strip() for p in header(head.headers, "Sec-WebSocket-Protocol").split(",") if p.strip()]
         subprotocol = offered[0] if offered else None
         writer.write(server_handshake_response(head.headers, subprotocol))
         await writer.drain()
@@ -497,12 +498,12 @@ class RelayEmulator:
             return
         entity, suffix = match
         query = parse_qsl(query_text, keep_blank_values=True)
-        token = head.headers.get("ServiceBusAuthorization") or dict(query).get("sb-hc-token")
+        token = header(head.headers, "ServiceBusAuthorization") or dict(query).get("sb-hc-token")
         used_authorization = False
-        if not token and head.headers.get("Authorization", "").startswith("SharedAccessSignature "):
-            token, used_authorization = head.headers["Authorization"], True
+        if not token and header(head.headers, "Authorization").startswith("SharedAccessSignature "):
+            token, used_authorization = header(head.headers, "Authorization"), True
         if self.requires_client_authorization:
-            problem = self._check_token(token, head.headers.get("Host", ""), f"{entity}/{suffix}")
+            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}")
             if problem:
                 await self._reply(writer, *problem)
                 return
@@ -548,7 +549,7 @@ class RelayEmulator:
                 pending.pointer = True
                 await control.send({"request": {"address": request["address"], "id": ident}})
             response, response_body = await asyncio.wait_for(pending.response, self.request_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             await self._reply(writer, 504, "GatewayTimeout: the listener did not respond within the timeout")
             return
         except RelayConnectionClosed:

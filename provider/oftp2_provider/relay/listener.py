@@ -142,6 +142,14 @@ class RelayedHttpRequest:
         """The body decoded as UTF-8 (replacing invalid bytes)."""
         return self.body.decode("utf-8", "replace")
 
+    def get_header(self, name: str, default: str | None = None) -> str | None:
+        """A request header by case-insensitive name."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return default
+
 
 def _reason(status: int) -> str:
     from oftp2_provider.relay._http import reason_phrase
@@ -268,7 +276,7 @@ class HybridConnectionListener:
         """Wait until a control channel is connected (raises :class:`RelayTimeoutError`)."""
         try:
             await asyncio.wait_for(self._online.wait(), timeout)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:
             raise RelayTimeoutError(f"listener not online within {timeout} s") from exc
 
     async def open(self) -> None:
@@ -276,20 +284,27 @@ class HybridConnectionListener:
         if self._runner is not None:
             raise RelayConfigurationError("listener already open")
         self._closing = False
+        if any(isinstance(item, _Terminal) for item in list(self._queue._queue)):  # type: ignore[attr-defined]
+            self._queue = asyncio.Queue(self._queue.maxsize)  # reopened after close(): start afresh
         channel = await self._connect_control()
         self._runner = asyncio.create_task(self._run(channel), name=f"relay-listener-{self.address.path}")
 
     async def close(self) -> None:
-        """Close the control channel (1000) and stop; pending events stay readable."""
+        """Close the control channel (1000) and stop; events already queued stay readable."""
         self._closing = True
         if self._channel is not None:
-            with contextlib.suppress(Exception):
-                await self._channel.close(1000, "Normal Closure", timeout=2.0)
-        if self._runner is not None:
-            self._runner.cancel()
+            await self._channel.shutdown(1000, "Normal Closure")
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            try:  # the read loop sees the relay's answering close frame and ends
+                await asyncio.wait_for(asyncio.shield(runner), 2.0)
+            except (asyncio.TimeoutError, RelayError):
+                pass
+            runner.cancel()
             with contextlib.suppress(BaseException):
-                await self._runner
-            self._runner = None
+                await runner
+        if self._channel is not None:
+            self._channel.abort()
         for task in list(self._tasks):
             task.cancel()
         self._online.clear()
@@ -319,7 +334,7 @@ class HybridConnectionListener:
         """The next event; :class:`RelayTimeoutError` after ``timeout`` s; ``StopAsyncIteration`` when closed."""
         try:
             return await asyncio.wait_for(self.__anext__(), timeout)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:
             raise RelayTimeoutError(f"no relay event within {timeout} s") from exc
 
     # -- control channel -------------------------------------------------------------------------------
@@ -413,10 +428,9 @@ class HybridConnectionListener:
             try:
                 waiter = await channel.ping()
                 await asyncio.wait_for(waiter, self.keepalive_timeout)
-            except (TimeoutError, RelayConnectionClosed, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and not channel.closed:
-                    raise
-                log.warning("relay control channel keep-alive failed; dropping it")
+            except (asyncio.TimeoutError, RelayConnectionClosed):
+                if not channel.closed:
+                    log.warning("relay control channel keep-alive failed; dropping it")
                 channel.abort()
                 return
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.datastructures import Headers
 
-from oftp2_provider.relay._http import read_body, read_response_head, serialize_head
+from oftp2_provider.relay._http import ResponseHead, read_body, read_response_head, serialize_head
 from oftp2_provider.relay.address import HybridConnectionAddress
 from oftp2_provider.relay.errors import (
     RelayConnectionError,
@@ -36,6 +36,15 @@ class RelayHttpResponse:
     def text(self) -> str:
         """The body decoded as UTF-8 (replacing invalid bytes)."""
         return self.body.decode("utf-8", "replace")
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, max_body: int
+) -> tuple[ResponseHead, bytes]:
+    writer.write(request)
+    await writer.drain()
+    head = await read_response_head(reader)
+    return head, await read_body(reader, head.headers, max_body, until_eof=True)
 
 
 class HybridConnectionClient:
@@ -121,12 +130,16 @@ class HybridConnectionClient:
         ]
         reader, writer = await open_stream(url, ssl=self.ssl, timeout=timeout)
         try:
-            async with asyncio.timeout(timeout):
-                writer.write(serialize_head(f"{method.upper()} /{path} HTTP/1.1", request_headers) + payload)
-                await writer.drain()
-                head = await read_response_head(reader)
-                data = await read_body(reader, head.headers, max_response_body, until_eof=True)
-        except TimeoutError as exc:
+            head, data = await asyncio.wait_for(
+                _exchange(
+                    reader,
+                    writer,
+                    serialize_head(f"{method.upper()} /{path} HTTP/1.1", request_headers) + payload,
+                    max_response_body,
+                ),
+                timeout,
+            )
+        except asyncio.TimeoutError as exc:
             raise RelayTimeoutError(f"HTTP {method} {url} got no answer within {timeout} s") from exc
         except (EOFError, asyncio.IncompleteReadError, OSError) as exc:
             raise RelayConnectionError(f"HTTP {method} {url} failed: {exc}") from exc

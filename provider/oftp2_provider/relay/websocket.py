@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from websockets.datastructures import Headers
 from websockets.utils import accept_key, apply_mask
 
-from oftp2_provider.relay._http import read_body, read_response_head, serialize_head
+from oftp2_provider.relay._http import ResponseHead, header, read_body, read_response_head, serialize_head
 from oftp2_provider.relay.errors import RelayConnectionClosed, RelayConnectionError, RelayProtocolError
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,12 @@ class RelayWebSocket:
         await self.shutdown(code, reason)
         if self.close_received is None and not self._transport_closed:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(timeout):
-                    while True:
-                        await self.recv()
+                await asyncio.wait_for(self._drain_until_close(), timeout)
         self.abort()
+
+    async def _drain_until_close(self) -> None:
+        while True:
+            await self.recv()
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing handshake."""
@@ -310,15 +312,17 @@ async def open_stream(
     default_port = 443 if parts.scheme in ("wss", "https") else 80
     context = _client_ssl(parts.scheme, ssl)
     try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.open_connection(
+        return await asyncio.wait_for(
+            asyncio.open_connection(
                 parts.hostname,
                 parts.port or default_port,
                 ssl=context,
                 server_hostname=parts.hostname if context else None,
                 limit=STREAM_LIMIT,
-            )
-    except TimeoutError as exc:
+            ),
+            timeout,
+        )
+    except asyncio.TimeoutError as exc:
         raise RelayConnectionError(f"timed out connecting to {parts.netloc}") from exc
     except OSError as exc:
         raise RelayConnectionError(f"cannot connect to {parts.netloc}: {exc}") from exc
@@ -330,6 +334,29 @@ def _target(url: str) -> tuple[str, str]:
     if parts.query:
         target += "?" + parts.query
     return parts.netloc, target
+
+
+async def _handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: str,
+    request_headers: list[tuple[str, str]],
+    netloc: str,
+) -> ResponseHead:
+    writer.write(serialize_head(f"GET {target} HTTP/1.1", request_headers))
+    await writer.drain()
+    head = await read_response_head(reader)
+    if head.status != 101:
+        body = b""
+        with contextlib.suppress(Exception):
+            body = await read_body(reader, head.headers, 64 * 1024)
+        description = body.decode("utf-8", "replace").strip() or head.reason
+        raise RelayConnectionError(
+            f"WebSocket handshake with {netloc} refused: {head.status} {description}",
+            status=head.status,
+            description=description,
+        )
+    return head
 
 
 async def connect(
@@ -360,37 +387,24 @@ async def connect(
         request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
     request_headers.extend(headers)
     try:
-        async with asyncio.timeout(timeout):
-            writer.write(serialize_head(f"GET {target} HTTP/1.1", request_headers))
-            await writer.drain()
-            head = await read_response_head(reader)
-            if head.status != 101:
-                body = b""
-                with contextlib.suppress(Exception):
-                    body = await read_body(reader, head.headers, 64 * 1024)
-                description = body.decode("utf-8", "replace").strip() or head.reason
-                raise RelayConnectionError(
-                    f"WebSocket handshake with {netloc} refused: {head.status} {description}",
-                    status=head.status,
-                    description=description,
-                )
+        head = await asyncio.wait_for(_handshake(reader, writer, target, request_headers, netloc), timeout)
     except RelayConnectionError:
         writer.close()
         raise
-    except TimeoutError as exc:
+    except asyncio.TimeoutError as exc:
         writer.close()
         raise RelayConnectionError(f"WebSocket handshake with {netloc} timed out") from exc
     except (EOFError, OSError, asyncio.IncompleteReadError, RelayProtocolError) as exc:
         writer.close()
         raise RelayConnectionError(f"WebSocket handshake with {netloc} failed: {exc}") from exc
-    if head.headers.get("Sec-WebSocket-Accept") != accept_key(key):
+    if header(head.headers, "Sec-WebSocket-Accept") != accept_key(key):
         writer.close()
         raise RelayConnectionError(f"WebSocket handshake with {netloc}: wrong Sec-WebSocket-Accept")
     return RelayWebSocket(
         reader,
         writer,
         client=True,
-        subprotocol=head.headers.get("Sec-WebSocket-Protocol"),
+        subprotocol=header(head.headers, "Sec-WebSocket-Protocol") or None,
         max_size=max_size,
         response_headers=head.headers,
     )
@@ -400,7 +414,7 @@ def server_handshake_response(
     request_headers: Headers, subprotocol: str | None = None, extra: Sequence[tuple[str, str]] = ()
 ) -> bytes:
     """The ``101 Switching Protocols`` answer to a client's upgrade request (no extensions)."""
-    key = request_headers.get("Sec-WebSocket-Key", "")
+    key = header(request_headers, "Sec-WebSocket-Key")
     headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -415,7 +429,7 @@ def server_handshake_response(
 def is_upgrade_request(headers: Headers) -> bool:
     """True when the headers ask for a WebSocket upgrade with a usable key."""
     return (
-        "websocket" in headers.get("Upgrade", "").lower()
-        and "upgrade" in headers.get("Connection", "").lower()
-        and bool(headers.get("Sec-WebSocket-Key"))
+        "websocket" in header(headers, "Upgrade").lower()
+        and "upgrade" in header(headers, "Connection").lower()
+        and bool(header(headers, "Sec-WebSocket-Key"))
     )

@@ -335,3 +335,101 @@ async def test_malformed_control_messages_are_ignored(emulator: RelayEmulator) -
         await (await _next_http(lst)).respond(204)
         assert (await call).status == 204
         assert lst.connects == 1
+
+
+class _BlackholeProxy:
+    """A TCP proxy whose existing connections can be made to swallow traffic (a dead network path)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.generation = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def blackhole_existing(self) -> None:
+        self.generation += 1
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        born = self.generation
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.generation == born:
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer), return_exceptions=True)
+
+
+async def test_keepalive_detects_a_dead_path_and_reconnects(emulator: RelayEmulator) -> None:
+    proxy = _BlackholeProxy(emulator.port)
+    proxy_port = await proxy.start()
+    address = HybridConnectionAddress(emulator.namespace, "hc1", f"ws://127.0.0.1:{proxy_port}")
+    lst = HybridConnectionListener(
+        address, emulator.token_provider(), keepalive_interval=0.2, keepalive_timeout=0.3
+    )
+    async with lst:
+        await asyncio.sleep(0.6)
+        assert lst.connects == 1  # pongs flow: no spurious reconnect
+        proxy.blackhole_existing()
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if lst.connects == 2 and lst.is_online:
+                break
+        assert lst.connects == 2 and lst.is_online
+        for _ in range(50):  # the proxy passes the listener's FIN on: the relay drops the dead channel
+            if emulator.listener_count("hc1") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert emulator.listener_count("hc1") == 1
+        client = HybridConnectionClient(emulator.address("hc1"), emulator.token_provider())
+        call = asyncio.create_task(client.request("GET"))
+        await (await _next_http(lst)).respond(200, body="alive")
+        assert (await call).text == "alive"
+    assert proxy.server is not None
+    proxy.server.close()
+
+
+async def test_close_is_a_clean_1000_and_the_relay_forgets_the_listener(emulator: RelayEmulator) -> None:
+    lst = HybridConnectionListener(emulator.address("hc1"), emulator.token_provider())
+    await lst.open()
+    assert emulator.listener_count("hc1") == 1
+    await lst.close()
+    for _ in range(20):
+        if emulator.listener_count("hc1") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert emulator.listener_count("hc1") == 0
+    with pytest.raises(StopAsyncIteration):
+        await lst.next_event(timeout=1)
+    await lst.open()  # reopen works and iterates again
+    client = HybridConnectionClient(emulator.address("hc1"), emulator.token_provider())
+    call = asyncio.create_task(client.request("GET", headers={"X-Case": "v"}))
+    request = await _next_http(lst)
+    assert request.get_header("x-case") == "v"
+    await request.respond(200)
+    assert (await call).status == 200
+    await lst.close()
+
+
+async def test_garbage_and_duplicate_headers_get_http_answers(emulator: RelayEmulator) -> None:
+    for raw, status in (
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET /$hc/hc1?sb-hc-action=listen HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # no upgrade
+        (
+            b"POST /hc1 HTTP/1.1\r\nHost: x\r\nServiceBusAuthorization: a\r\nServiceBusAuthorization: b\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            b"401",
+        ),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.split(b" ")[1] == status, (raw, answer)
