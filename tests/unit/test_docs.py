@@ -7,6 +7,7 @@ import importlib.util
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,16 @@ HOOKS = DOCS / "_hooks"
 
 #: Pages whose ```python blocks are run as tests, so the examples cannot rot.
 EXECUTABLE_PAGES = ("index.md",)
+
+#: Pages of this site's own (not the component pages) whose ``oftp2 ...`` commands are checked.
+OWN_PAGES = (
+    "index.md",
+    "oftp2-in-five-minutes.md",
+    "partner-onboarding.md",
+    "troubleshooting.md",
+    "scaling-out.md",
+    "security.md",
+)
 
 
 def _load_hook(name: str) -> ModuleType:
@@ -225,3 +236,30 @@ def test_onboarding_states_the_connection_defaults() -> None:
     claim = re.search(r"`extra.sdeb`\s+(\d+), `extra.credit` (\d+)", page)
     assert claim, "partner-onboarding.md no longer states the connection defaults"
     assert (int(claim.group(1)), int(claim.group(2))) == (fields["sdeb"].default, fields["credit"].default)
+
+
+def _shell_commands(page: str, program: str) -> list[str]:
+    source = (DOCS / page).read_text(encoding="utf-8")
+    commands: list[str] = []
+    for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", source, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line.startswith(program + " "):
+                commands.append(line)
+    return commands
+
+
+def test_documented_cli_commands_parse() -> None:
+    from oftp2_provider.cli import build_parser
+
+    commands = [c for page in OWN_PAGES for c in _shell_commands(page, "oftp2")]
+    assert len(commands) >= 3, commands
+    for command in commands:
+        args = shlex.split(command)[1:]
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                parsed = build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"documented command does not parse: {command}\n{err.getvalue()}")
+        assert getattr(parsed, "func", None) is not None, command
