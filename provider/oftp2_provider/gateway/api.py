@@ -4,18 +4,16 @@ Every route except ``GET /health`` needs HTTP Basic credentials of a configured 
 scrypt/PBKDF2 hashes, see :mod:`oftp2_provider.gateway.passwords`); read-only users may only use
 ``GET`` routes (anything else answers 403).
 
-=======  ====================================  ===========================================
-Method   Path                                  What
-=======  ====================================  ===========================================
-GET      /health                               liveness, sessions, listeners (no auth)
-GET      /api/v1/transfers                     list (``partner``, ``status``, ``direction``, ``limit``)
-GET      /api/v1/transfers/{id}                one transfer with its audit events
-POST     /api/v1/transfers                     submit a file for a partner (JSON or raw body)
-POST     /api/v1/transfers/{id}/release        release a held receipt (EERP)
-POST     /api/v1/transfers/{id}/refuse         release a held receipt as NERP (``nerp_code``)
-POST     /api/v1/partners/{name}/call          call a partner now
-GET      /api/v1/events                        recent gateway events
-=======  ====================================  ===========================================
+| Method | Path | What |
+|---|---|---|
+| GET | `/health` | liveness, sessions, listeners (no auth) |
+| GET | `/api/v1/transfers` | list (`partner`, `status`, `direction`, `limit`) |
+| GET | `/api/v1/transfers/{id}` | one transfer with its audit events |
+| POST | `/api/v1/transfers` | submit a file for a partner (JSON or raw body) |
+| POST | `/api/v1/transfers/{id}/release` | release a held receipt (EERP) |
+| POST | `/api/v1/transfers/{id}/refuse` | release a held receipt as NERP (`nerp_code`) |
+| POST | `/api/v1/partners/{name}/call` | call a partner now |
+| GET | `/api/v1/events` | recent gateway events |
 
 Submitting: ``POST /api/v1/transfers`` with a JSON body ``{"partner", "path", "dsn", ...}`` for a
 file already on the gateway host, or with the file as the raw body

@@ -146,3 +146,55 @@ async def test_partner_calling_us_gets_its_receipts_and_our_files(
         assert _read(t.local_path) == bytes([int(t.key.dsn[1])]) * (1000 * (int(t.key.dsn[1]) + 1))
     outbound = await a.ledger.list_transfers(direction=Direction.OUTBOUND)
     assert {t.status for t in outbound} == {TransferStatus.DELIVERED}
+
+
+async def test_failing_handlers_never_stop_the_gateway(
+    tmp_path: Path, start_gateway: Callable[..., Any]
+) -> None:
+    handlers = "python:tests.unit.gateway.sample_handlers"
+    a_cfg, _ = _pair(
+        tmp_path,
+        events={
+            "workers": 1,
+            "handlers": [
+                {"name": "boom", "handler": f"{handlers}.Boom", "events": ["file.received"]},
+            ],
+        },
+    )
+    a: Gateway = await start_gateway(a_cfg)
+    b = await _b_for(tmp_path, a, start_gateway)
+    failures: list[Event] = []
+    a.bus.subscribe(lambda e: failures.append(e) if e.name == "handler.failed" else None)
+    for i in range(2):
+        await b.submit_file("a", dsn=f"H{i}", content=b"x")
+        assert (await b.call_partner("a")).ok
+    await a.bus.drain(30)
+    inbound = await a.ledger.list_transfers(direction=Direction.INBOUND)
+    assert len(inbound) == 2
+    assert sorted((e.data["handler"], e.data["timeout"]) for e in failures) == [
+        ("boom", False),
+        ("boom", False),
+    ]
+
+
+async def test_stuck_handler_is_killed_while_the_gateway_serves(
+    tmp_path: Path, start_gateway: Callable[..., Any]
+) -> None:
+    handlers = "python:tests.unit.gateway.sample_handlers"
+    a_cfg, _ = _pair(
+        tmp_path,
+        events={
+            "workers": 1,
+            "handlers": [
+                {"name": "stuck", "handler": f"{handlers}.Sleeper", "events": ["custom.sleep"], "timeout": 1}
+            ],
+        },
+    )
+    a: Gateway = await start_gateway(a_cfg)
+    b = await _b_for(tmp_path, a, start_gateway)
+    a.bus.emit("custom.sleep", {"seconds": 120})
+    await b.submit_file("a", dsn="DURING", content=b"x")
+    assert (await b.call_partner("a")).ok  # served while the only worker is stuck
+    await a.bus.drain(30)
+    assert a.bus.pool.replaced == 1
+    assert [e.data["timeout"] for e in a.bus.history if e.name == "handler.failed"] == [True]
