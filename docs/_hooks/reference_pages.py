@@ -154,8 +154,8 @@ def import_failures(modules: list[str]) -> dict[str, str]:
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="oftp2-docs-airflow-") as home:
-        env.setdefault("AIRFLOW_HOME", home)
-        env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        env["AIRFLOW_HOME"] = home  # a throw-away home: importing must not touch a real one
+        env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
         proc = subprocess.run(
             [sys.executable, "-c", _IMPORT_CHECK, *modules],
             capture_output=True,
