@@ -29,17 +29,20 @@ from oftp2_provider.relay.listener import (
     RelayedHttpRequest,
     RelayEvent,
 )
+from oftp2_provider.relay.receiver import AzureRelayReceiver, RelayConnection
 from oftp2_provider.relay.sas import RelayConnectionString, SasToken, SasTokenProvider
 from oftp2_provider.relay.sender import HybridConnectionClient, RelayHttpResponse
 from oftp2_provider.relay.websocket import RelayWebSocket
 
 __all__ = [
+    "AzureRelayReceiver",
     "HybridConnectionAddress",
     "HybridConnectionClient",
     "HybridConnectionListener",
     "RelayAuthorizationError",
     "RelayBodyTooLargeError",
     "RelayConfigurationError",
+    "RelayConnection",
     "RelayConnectionClosed",
     "RelayConnectionError",
     "RelayConnectionString",
