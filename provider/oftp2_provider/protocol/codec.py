@@ -42,6 +42,7 @@ from .commands import (
 from .errors import DecodeError, EsidReason, FieldError
 
 __all__ = [
+    "MAX_EXCHANGE_BUFFER",
     "decode",
     "decode_esid",
     "decode_ssid",
@@ -51,6 +52,8 @@ __all__ = [
     "nerp_signed_content",
 ]
 
+#: Largest exchange buffer any command may have (the STB length limit minus its header).
+MAX_EXCHANGE_BUFFER: Final = 99_999
 CR: Final = 0x0D
 LF: Final = 0x0A
 CR_HIGH: Final = 0x8D
@@ -334,6 +337,13 @@ def encode(command: Command, level: ProtocolLevel) -> bytes:
     for field in layout:
         value = getattr(command, field.attr) if field.attr else None
         _encode_field(name, field, value, int(level), out)
+    if len(out) > MAX_EXCHANGE_BUFFER:
+        raise FieldError(
+            name,
+            "length",
+            len(out),
+            f"the encoded command exceeds the {MAX_EXCHANGE_BUFFER}-octet exchange buffer",
+        )
     return bytes(out)
 
 
@@ -508,6 +518,8 @@ def decode(buffer: bytes | memoryview, level: ProtocolLevel) -> Command:
     """
     if not buffer:
         raise _fail(_SIZE, "empty exchange buffer")
+    if len(buffer) > MAX_EXCHANGE_BUFFER:
+        raise _fail(_SIZE, f"exchange buffer of {len(buffer)} octets exceeds {MAX_EXCHANGE_BUFFER}")
     ident = bytes(buffer[:1])
     if ident == b"D":
         return DATA(bytes(buffer[1:]))

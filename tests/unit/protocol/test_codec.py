@@ -501,6 +501,20 @@ def test_secure_authentication_commands_only_at_level_5(level: ProtocolLevel, na
     assert info.value.reason == EsidReason.COMMAND_NOT_RECOGNISED
 
 
+def test_a_command_longer_than_an_exchange_buffer_is_refused() -> None:
+    eerp = EERP(
+        dsn="D",
+        date="20240131",
+        time="1230450001",
+        destination="A",
+        originator="B",
+        file_hash=bytes(50_000),
+        signature=bytes(50_000),
+    )
+    with pytest.raises(FieldError, match="exceeds the 99999-octet exchange buffer"):
+        encode(eerp, V5)
+
+
 def test_original_size_equal_to_file_size_may_be_dropped_below_level_5() -> None:
     raw = encode(_sfid(file_size=12, original_size=12), V4)
     assert decode(raw, V4) == _sfid(file_size=12)
@@ -639,6 +653,8 @@ def _patch(name: str, at: int, new: bytes) -> bytes:
         (b"x5", V5, UNKNOWN, "unknown command"),
         (b"\x00", V5, UNKNOWN, "unknown command"),
         (b"", V5, SIZE, "empty"),
+        (b"D" + bytes(99_999), V5, SIZE, "exceeds 99999"),
+        (b"A\xff\xff" + bytes(99_997), V5, SIZE, "exceeds 99999"),
         (b"2000000000000000000", V5, SIZE, "implies 18"),
         (b"20000000000000000", V5, SIZE, "accepted_restart"),
         (b"200000000", V1, SIZE, "accepted_restart"),
