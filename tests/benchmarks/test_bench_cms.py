@@ -78,6 +78,7 @@ def _make_data(path: Path, mib: int) -> None:
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="openssl command line not installed")
+@pytest.mark.timeout(3600)
 def test_bench_cms_1gib_against_openssl(test_pki: PKIBundle, tmp_path: Path) -> None:
     assert OPENSSL is not None
     pki = str(test_pki.directory)
@@ -101,11 +102,19 @@ def test_bench_cms_1gib_against_openssl(test_pki: PKIBundle, tmp_path: Path) -> 
 
     p = test_pki.directory
     o_wire, o_back = tmp_path / "openssl.p7", tmp_path / "openssl.back"
-    o_prot = openssl(
-        "openssl sign | encrypt (-stream)",
+    wire, back = tmp_path / "ours.p7", tmp_path / "ours.back"
+    o_sign = (
         f"{OPENSSL} cms -sign -binary -nodetach -stream -md sha256 -in {data} -signer {p}/client.crt "
         f"-inkey {p}/client.key -outform DER | {OPENSSL} cms -encrypt -binary -aes256 -stream "
-        f"-outform DER -out {o_wire} {p}/partner.crt",
+        f"-outform DER -out {o_wire} {p}/partner.crt"
+    )
+    # Disk and page-cache noise is large at this size: alternate the two and keep the best of each.
+    o_prot = min(
+        (openssl(f"openssl sign | encrypt (-stream) #{i}", o_sign) for i in (1, 2)), key=lambda r: r["wall"]
+    )
+    u_prot = min(
+        (ours(f"ours sign+encrypt #{i}", "protect", data, wire, False, False) for i in (1, 2)),
+        key=lambda r: r["wall"],
     )
     o_unprot = openssl(
         "openssl decrypt | verify",
@@ -117,8 +126,6 @@ def test_bench_cms_1gib_against_openssl(test_pki: PKIBundle, tmp_path: Path) -> 
     o_back.unlink()
     o_wire.unlink()
 
-    wire, back = tmp_path / "ours.p7", tmp_path / "ours.back"
-    u_prot = ours("ours sign+encrypt", "protect", data, wire, False, False)
     u_unprot = ours("ours decrypt+verify (fsync)", "unprotect", wire, back, False, True)
     assert _sha(back) == want
     back.unlink()
