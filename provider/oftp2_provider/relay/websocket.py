@@ -125,7 +125,11 @@ class RelayWebSocket:
             await self._write(encode_frame(OP_CLOSE, encode_close(code, reason), mask=self._client))
 
     async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
-        """Close both halves: send close (if not yet), wait briefly for the peer's, drop TCP."""
+        """Close both halves: send close (if not yet), wait briefly for the peer's, drop TCP.
+
+        It reads until the peer's close frame, so do not call it while another task is inside
+        :meth:`recv`; use :meth:`shutdown` there and let that task see the peer's close.
+        """
         await self.shutdown(code, reason)
         if self.close_received is None and not self._transport_closed:
             with contextlib.suppress(Exception):
