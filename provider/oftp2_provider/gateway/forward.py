@@ -94,6 +94,9 @@ class GatewayContext:
     handlers: set[LedgerSessionHandler] = field(default_factory=set)
     #: Set when the gateway shuts down: new sessions get ESID 05, nothing new is sent.
     stopping: bool = False
+    #: Inbound transfers whose receipt a session of this gateway is sending right now (so that
+    #: concurrent sessions with the same partner do not all send the same EERP).
+    receipts_claimed: set[int] = field(default_factory=set)
 
     @property
     def own_id(self) -> str:
@@ -458,6 +461,11 @@ class LedgerSessionHandler:
 
     # ------------------------------------------------------------------ what we send
 
+    def _release_receipt_claims(self) -> None:
+        for transfer_id in self._receipts_in_flight:
+            self.ctx.receipts_claimed.discard(transfer_id)
+        self._receipts_in_flight = []
+
     async def _confirm_receipts_in_flight(self) -> None:
         for transfer_id in self._receipts_in_flight:
             try:
@@ -471,7 +479,7 @@ class LedgerSessionHandler:
                 {"kind": "EERP" if transfer.nerp_code is None else "NERP", "dsn": transfer.key.dsn},
                 transfer_id=transfer_id,
             )
-        self._receipts_in_flight = []
+        self._release_receipt_claims()
 
     def _receipt_for(self, transfer: Transfer, level: ProtocolLevel) -> EERP | NERP | None:
         key = transfer.key
@@ -529,10 +537,17 @@ class LedgerSessionHandler:
         level = ctx.negotiated.level if ctx.negotiated else ProtocolLevel.V2_0
         items: list[OutboundItem] = []
         for transfer in await self.ctx.ledger.receipts_to_send(self.partner_id):
-            receipt = self._receipt_for(transfer, level)
-            if receipt is not None:
-                items.append(receipt)
-                self._receipts_in_flight.append(transfer.id)
+            if transfer.id in self.ctx.receipts_claimed:
+                continue  # another session of ours is sending it
+            self.ctx.receipts_claimed.add(transfer.id)
+            # re-read under the claim: a concurrent session may have sent it since the query
+            fresh = await self.ctx.ledger.get(transfer.id)
+            receipt = self._receipt_for(fresh, level) if fresh.receipt_state is ReceiptState.DUE else None
+            if receipt is None:
+                self.ctx.receipts_claimed.discard(transfer.id)
+                continue
+            items.append(receipt)
+            self._receipts_in_flight.append(transfer.id)
         if items:
             return items
         if ctx.negotiated is not None and not ctx.negotiated.can_send:
@@ -629,6 +644,7 @@ class LedgerSessionHandler:
                     restart_offset=size // 1024,
                 )
         finally:
+            self._release_receipt_claims()  # not confirmed: due again for the next session
             self._files_in_flight.clear()
             self._inbound.clear()
             if self.peer_ip is not None:
