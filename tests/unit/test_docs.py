@@ -106,6 +106,7 @@ def test_strict_build_produces_the_pages(site: Site) -> None:
         "scaling-out/index.html",
         "security/index.html",
         "architecture/index.html",
+        "cli/index.html",
         "reference/index.html",
         "reference/oftp2_provider.protocol.commands/index.html",
         "reference/oftp2_provider.protocol.errors/index.html",
@@ -263,3 +264,22 @@ def test_documented_cli_commands_parse() -> None:
         except SystemExit:
             pytest.fail(f"documented command does not parse: {command}\n{err.getvalue()}")
         assert getattr(parsed, "func", None) is not None, command
+
+
+def test_cli_page_shows_every_sub_command(site: Site) -> None:
+    import argparse
+
+    from oftp2_provider.cli import build_parser
+
+    parser = build_parser()
+    names = [
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    ]
+    assert {"serve", "send", "poll"} <= set(names)
+    text = _text(site / "cli/index.html")
+    assert "oftp2:cli-help" not in text
+    for name in names:
+        assert f"oftp2 {name}" in text, name
