@@ -507,3 +507,23 @@ def test_write_sizes_at_awkward_buffer_sizes(sdeb: int, step: int) -> None:
     got += encoder.write(b"", end_of_record=True) + encoder.flush()
     assert got == expected
     assert unpack(got) == [data]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(st.binary(max_size=200), max_size=40),
+    sdeb=st.integers(128, 600),
+    compression=st.booleans(),
+)
+def test_write_records_equals_one_write_record_per_record(
+    records: list[bytes], sdeb: int, compression: bool
+) -> None:
+    one = DataEncoder(sdeb, compression=compression)
+    expected: list[bytes] = []
+    for record in records:
+        expected += one.write_record(record)
+    expected += one.flush()
+    batch = DataEncoder(sdeb, compression=compression)
+    got = batch.write_records(iter(records)) + batch.flush()
+    assert got == expected
+    assert (batch.record_count, batch.unit_count) == (len(records), sum(map(len, records)))
