@@ -296,4 +296,12 @@ class AsyncLedger:
             self.ledger.add_event, kind, transfer_id=transfer_id, session_id=session_id, detail=detail
         )
 
+    async def purge_finished(self, older_than: timedelta, *, limit: int = 10_000) -> int:
+        """See :meth:`Ledger.purge_finished`."""
+        return await asyncio.to_thread(self.ledger.purge_finished, older_than, limit=limit)
+
+    async def schema_version(self) -> int:
+        """See :meth:`Ledger.schema_version`."""
+        return await asyncio.to_thread(self.ledger.schema_version)
+
     list = list_transfers

@@ -243,6 +243,10 @@ class Ledger:
         newer version than this code knows.
         """
         backend = self._backend
+        if self.schema_version() == LATEST_VERSION:
+            # the common case: no DDL at all, so a database user without CREATE rights works
+            self._ready_pid = os.getpid()
+            return LATEST_VERSION
         while True:
             with backend.transaction() as cur:
                 if backend.dialect == "postgresql":
@@ -250,11 +254,7 @@ class Ledger:
                     cur.execute("SELECT pg_advisory_xact_lock(?)", (0x4F465450324C4447,))
                 cur.execute(SCHEMA_VERSION_DDL)
                 current = self._version(cur)
-                if current > LATEST_VERSION:
-                    raise SchemaError(
-                        f"ledger schema is at version {current}, newer than this code's {LATEST_VERSION}; "
-                        "upgrade airflow-provider-oftp2"
-                    )
+                self._check_known(current)
                 pending = [m for m in MIGRATIONS if m.version > current]
                 if not pending:
                     self._ready_pid = os.getpid()
@@ -267,6 +267,14 @@ class Ledger:
                     (step.version, step.description, utcnow()),
                 )
                 log.info("ledger schema migrated to version %d (%s)", step.version, step.description)
+
+    @staticmethod
+    def _check_known(version: int) -> None:
+        if version > LATEST_VERSION:
+            raise SchemaError(
+                f"ledger schema is at version {version}, newer than this code's {LATEST_VERSION}; "
+                "upgrade airflow-provider-oftp2"
+            )
 
     @staticmethod
     def _version(cur: Cursor) -> int:
@@ -283,7 +291,9 @@ class Ledger:
             else:
                 exists = cur.row("SELECT to_regclass('schema_version') AS name")
                 exists = exists if exists and exists["name"] else None
-            return self._version(cur) if exists else 0
+            version = self._version(cur) if exists else 0
+        self._check_known(version)
+        return version
 
     def _tx(self, *, write: bool = True) -> Any:
         if self._ready_pid != os.getpid():
@@ -1069,6 +1079,46 @@ class Ledger:
             )
         assert row is not None
         return _to_event(row)
+
+    def purge_finished(self, older_than: timedelta, *, limit: int = 10_000) -> int:
+        """Delete finished transfers (with their receipts and events) untouched for ``older_than``.
+
+        Finished means: outbound ``delivered``/``refused``; inbound ``received``/``released``
+        with the receipt sent and the file dispatched.  A purged inbound key is no longer
+        recognised as a duplicate, so keep ``older_than`` longer than any partner would re-send a
+        file.  Returns the number of transfers deleted (at most ``limit`` per call).
+        """
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        cutoff = (datetime.now(timezone.utc) - older_than).isoformat(timespec="microseconds")
+        with self._tx() as cur:
+            rows = cur.rows(
+                "SELECT id FROM transfers WHERE updated_at < ? AND ("
+                " (direction = ? AND status IN (?, ?))"
+                " OR (direction = ? AND status IN (?, ?) AND receipt_state = ? AND dispatched = 1)"
+                ") ORDER BY id LIMIT ?",
+                (
+                    cutoff,
+                    Direction.OUTBOUND.value,
+                    S.DELIVERED.value,
+                    S.REFUSED.value,
+                    Direction.INBOUND.value,
+                    S.RECEIVED.value,
+                    S.RELEASED.value,
+                    ReceiptState.SENT.value,
+                    int(limit),
+                ),
+            )
+            ids = [int(r["id"]) for r in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = _placeholders(len(chunk))
+                cur.execute(f"DELETE FROM events WHERE transfer_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM receipts WHERE transfer_id IN ({marks})", chunk)
+                cur.execute(f"DELETE FROM transfers WHERE id IN ({marks})", chunk)
+            if ids:
+                self._event(cur, "purged", None, None, {"count": len(ids), "cutoff": cutoff}, utcnow())
+        return len(ids)
 
     # ------------------------------------------------------------------ internals
 

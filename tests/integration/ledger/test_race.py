@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from oftp2_provider.ledger import InvalidTransition, Ledger, TransferStatus, VirtualFileKey
+from oftp2_provider.ledger.schema import LATEST_VERSION
 
 PARTNER = "O0013000000RACE"
 SHA = "ab" * 32
@@ -41,6 +42,14 @@ def race_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     led.migrate()
     led.close()
     yield uri
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ledger location with no schema yet."""
+    if request.param == "sqlite":
+        return "sqlite:///" + quote(str(tmp_path / "empty.db"))
+    return str(request.getfixturevalue("postgres_uri"))
 
 
 def _key(i: int) -> VirtualFileKey:
@@ -176,4 +185,25 @@ def test_threads_share_one_ledger(race_uri: str) -> None:
     assert errors == []
     assert sorted(got) == sorted(ids)
     assert {t.status for t in led.list(limit=100)} == {TransferStatus.SENT}
+    led.close()
+
+
+def _migrate_worker(uri: str, name: str, barrier: Barrier, results: Any) -> None:
+    led = Ledger.from_uri(uri)
+    try:
+        barrier.wait(60)
+        results.put((name, led.migrate(), None))
+    except BaseException as exc:
+        results.put((name, None, repr(exc)))
+    finally:
+        led.close()
+
+
+def test_concurrent_first_start_migrates_once(empty_uri: str) -> None:
+    """Several gateways starting at once on an empty database: one migrates, all end up current."""
+    out = _run(_migrate_worker, lambda name: (empty_uri, name))
+    assert [version for _, version, _ in out] == [LATEST_VERSION] * WORKERS
+    led = Ledger.from_uri(empty_uri)
+    assert led.schema_version() == LATEST_VERSION
+    assert len(led.events(kind="x")) == 0  # the schema is usable
     led.close()

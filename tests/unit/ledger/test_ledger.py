@@ -400,3 +400,44 @@ async def test_async_ledger_does_not_block_the_loop(tmp_path: Path, make_key: Ke
     tick_task.cancel()
     assert t.status is TransferStatus.QUEUED
     await aled.close()
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_purge_finished_only(ledger: Ledger, make_key: KeyFactory) -> None:
+    delivered_key, refused_key, sent_key = make_key(), make_key(), make_key()
+    delivered = _sent(ledger, delivered_key)
+    ledger.record_receipt(delivered_key, "EERP", b"E", "unsigned")
+    refused = _sent(ledger, refused_key)
+    ledger.record_receipt(refused_key, "NERP", b"N", "unsigned", 23)
+    still_sent = _sent(ledger, sent_key)
+
+    def inbound(dispatch: bool, receipt_sent: bool) -> int:
+        t, _ = ledger.begin_inbound(P1, make_key())
+        ledger.complete_inbound(t.id, "/in/x", 5, SHA)
+        if receipt_sent:
+            ledger.mark_receipt_sent(t.id)
+        if dispatch:
+            ledger.mark_dispatched([t.id])
+        return t.id
+
+    done_in = inbound(True, True)
+    undispatched = inbound(False, True)
+    receipt_due = inbound(True, False)
+    receiving, _ = ledger.begin_inbound(P1, make_key())
+
+    assert ledger.purge_finished(timedelta(hours=1)) == 0
+    time.sleep(0.01)
+    assert ledger.purge_finished(timedelta(0)) == 3
+    left = {t.id for t in ledger.list(limit=100)}
+    assert left == {still_sent, undispatched, receipt_due, receiving.id}
+    for gone in (delivered, refused, done_in):
+        assert ledger.events(gone) == [] and ledger.receipts(gone) == []
+        with pytest.raises(TransferNotFound):
+            ledger.get(gone)
+    (purged,) = ledger.events(kind="purged")
+    assert purged.detail["count"] == 3
+    assert ledger.purge_finished(timedelta(0)) == 0
+    with pytest.raises(ValueError, match="older_than must not be negative"):
+        ledger.purge_finished(timedelta(seconds=-1))
