@@ -280,7 +280,7 @@ class Session:
         # Speaker file state
         self._tx_sfid: SFID | None = None
         self._tx_encoder: records.DataEncoder | None = None
-        self._tx_held: deque[bytes] = deque()
+        self._tx_held: deque[bytes] = deque()  # DATA exchange buffers waiting for credit (no STH)
         self._tx_octets = 0
         self._tx_records = 0
         self._tx_restart_octets = 0
@@ -499,7 +499,9 @@ class Session:
     def _release_held(self) -> None:
         while self._tx_held and self._sm.state is State.OPO:
             self._sm.send("DATA")
-            self._out.append(self._tx_held.popleft())
+            buf = self._tx_held.popleft()
+            self._out.append(framing.header(len(buf)))  # STH and buffer are joined once in _take()
+            self._out.append(buf)
 
     def send_data(self, chunk: bytes, eor: bool = False) -> bytes:
         """Speaker: encode file octets into DATA buffers; returns what the credit allows to send now.
@@ -512,8 +514,7 @@ class Session:
         self._tx_octets += len(chunk)
         if eor:
             self._tx_records += 1
-        for buf in self._tx_encoder.write(chunk, end_of_record=eor):
-            self._tx_held.append(framing.frame(buf))
+        self._tx_held.extend(self._tx_encoder.write(chunk, end_of_record=eor))
         self._release_held()
         return self._take()
 
@@ -521,8 +522,7 @@ class Session:
         """Speaker: send (or hold) the partly filled last DATA buffer."""
         if self._tx_encoder is None:
             raise LocalProtocolError("no file is being sent")
-        for buf in self._tx_encoder.flush():
-            self._tx_held.append(framing.frame(buf))
+        self._tx_held.extend(self._tx_encoder.flush())
         self._release_held()
         return self._take()
 
@@ -534,8 +534,7 @@ class Session:
         """
         if self._tx_sfid is None or self._tx_encoder is None:
             raise LocalProtocolError("no file is being sent")
-        for buf in self._tx_encoder.flush():
-            self._tx_held.append(framing.frame(buf))
+        self._tx_held.extend(self._tx_encoder.flush())
         self._release_held()
         if self.data_blocked:
             # the released DATA stays queued for data_to_send() / the next call

@@ -24,7 +24,7 @@ import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .api import (
     AcceptDecision,
@@ -47,6 +47,7 @@ from .api import (
 )
 from .commands import EERP, NERP, SFID, ProtocolLevel, RecordFormat, SecurityLevel
 from .errors import EfnaReason, EsidReason, LocalProtocolError, OFTPError, SessionRejected
+from .files import ChunkReader, PartialFile, hash_prefix
 from .session import (
     ConnectionRequested,
     CreditReceived,
@@ -79,7 +80,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 18
+_READ_SIZE = 1 << 20
 _STREAM_LIMIT = 1 << 20
 _ids = itertools.count(1)
 
@@ -153,57 +154,6 @@ def _sfid_timestamp(date: str, time_: str, level: ProtocolLevel) -> tuple[str, s
     if level < ProtocolLevel.V1_4:
         return (date[-6:] if len(date) == 8 else date), time_[:6]
     return date, time_
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _hash_prefix(path: Path, length: int) -> Any:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        remaining = length
-        while remaining > 0:
-            block = f.read(min(remaining, 1 << 20))
-            if not block:
-                break
-            h.update(block)
-            remaining -= len(block)
-    return h
-
-
-def _marker_text(sfid: SFID) -> str:
-    return "\t".join(sfid.key)
-
-
-def _open_partial(
-    partial: Path, marker: Path, sfid: SFID, unit: int, want_restart: bool
-) -> tuple[BinaryIO, int, Any]:
-    """Open the partial file of ``sfid``: resume from whole units of the same virtual file, or start over.
-
-    Returns the open file (positioned), the restart position in units and a SHA-256 of the kept prefix.
-    """
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    restart = 0
-    if want_restart and partial.exists() and marker.exists():
-        if marker.read_text("utf-8") == _marker_text(sfid):
-            restart = min(sfid.restart, partial.stat().st_size // unit)
-    f: BinaryIO = open(partial, "r+b" if restart else "wb")
-    try:
-        offset = restart * unit
-        f.truncate(offset)
-        f.seek(offset)
-        marker.write_text(_marker_text(sfid), "utf-8")
-        hasher = _hash_prefix(partial, offset) if offset else hashlib.sha256()
-    except BaseException:
-        f.close()
-        raise
-    return f, restart, hasher
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,7 +326,7 @@ class _Driver:
         hasher = hashlib.sha256()
         if item.path is not None:
             if offset:
-                hasher = await asyncio.to_thread(_hash_prefix, item.path, offset)
+                hasher = await asyncio.to_thread(hash_prefix, item.path, offset)
             sent = await self._stream_path(item, item.path, offset, hasher)
         else:
             sent = await self._stream_source(item, offset, hasher)
@@ -427,8 +377,9 @@ class _Driver:
             await self.writer.drain()
             await self._wait_credit()
 
-    async def _push(self, data: bytes, eor: bool, hasher: Any) -> None:
-        hasher.update(data)
+    async def _push(self, data: bytes, eor: bool, hasher: Any | None) -> None:
+        if hasher is not None:
+            hasher.update(data)
         if self.progress is not None:
             self.progress(len(data))
         await self._wait_unblocked()
@@ -444,45 +395,37 @@ class _Driver:
         return max(neg.sdeb, min(self.config.io_chunk, window))
 
     async def _stream_path(self, item: OutboundFile, path: Path, offset: int, hasher: Any) -> int:
+        """Send the file from ``offset``; the reader hashes in its worker thread (so ``_push`` does not)."""
         sent = 0
-        f: BinaryIO = await asyncio.to_thread(open, path, "rb")
+        reader = ChunkReader(path, offset, self._chunk_size(), hasher)
         try:
-            f.seek(offset)
             if item.format is RecordFormat.FIXED:
                 lrecl = item.lrecl
                 per = max(1, self._chunk_size() // lrecl)
-                while True:
-                    block = await asyncio.to_thread(f.read, per * lrecl)
-                    if not block:
-                        break
+                while block := await reader.read_exactly(per * lrecl):
                     for i in range(0, len(block), lrecl):
                         rec = block[i : i + lrecl]
-                        await self._push(rec, True, hasher)
+                        await self._push(rec, True, None)
                         sent += len(rec)
             elif item.format is RecordFormat.VARIABLE:
-                while True:
-                    head = await asyncio.to_thread(f.read, 2)
-                    if not head:
-                        break
+                while head := await reader.read_exactly(2):
                     if len(head) < 2:
                         raise ValueError(f"{path}: truncated V record length prefix")
-                    rec = await asyncio.to_thread(f.read, int.from_bytes(head, "big"))
-                    hasher.update(head)
-                    await self._push(rec, True, hasher)
+                    rec = await reader.read_exactly(int.from_bytes(head, "big"))
+                    await self._push(rec, True, None)
                     sent += len(rec)
             else:
-                size = self._chunk_size()
-                block = await asyncio.to_thread(f.read, size)
+                block = await reader.read()
                 while True:
-                    nxt = await asyncio.to_thread(f.read, size) if block else b""
+                    nxt = await reader.read() if block else b""
                     last = not nxt
-                    await self._push(block, last, hasher)
+                    await self._push(block, last, None)
                     sent += len(block)
                     if last:
                         break
                     block = nxt
         finally:
-            f.close()
+            await reader.close()
         return sent
 
     async def _stream_source(self, item: OutboundFile, offset: int, hasher: Any) -> int:
@@ -563,40 +506,30 @@ class _Driver:
             self.write(s.refuse_file(decision.reason or 99, decision.retry, decision.text))
             return
         target = decision.target
-        partial = target.parent / ".partial" / target.name
-        marker = partial.with_name(partial.name + ".sfid")
         unit = restart_unit(sfid)
+        sink = PartialFile(target, sfid)
         want_restart = bool(decision.restart and neg.restart and sfid.restart and unit)
         try:
-            f, restart, hasher = await asyncio.to_thread(
-                _open_partial, partial, marker, sfid, unit, want_restart
-            )
+            restart = await sink.open(unit, want_restart)
         except OSError as exc:
-            log.error("%s: cannot store %s in %s: %s", self.ctx.connection_id, sfid.dsn, partial, exc)
+            log.error("%s: cannot store %s in %s: %s", self.ctx.connection_id, sfid.dsn, sink.path, exc)
             self.write(s.refuse_file(12, True, f"cannot store the file: {exc.strerror}"))
             return
         offset = restart * unit
         self.write(s.accept_file(restart))
-        io_error: OSError | None = None
-        size = offset
         try:
             while True:
                 ev = await self.next_event(self.config.timeouts.read)
                 if isinstance(ev, DataReceived):
-                    if io_error is None:
-                        try:
-                            f.write(ev.data)
-                        except OSError as exc:
-                            io_error = exc
-                    hasher.update(ev.data)
-                    size += len(ev.data)
+                    await sink.write(ev.data)
                     continue
                 if isinstance(ev, SessionEnded):
+                    await sink.close()
                     log.warning(
                         "%s: session ended during %s after %d octets; partial kept for restart",
                         self.ctx.connection_id,
                         sfid.dsn,
-                        size,
+                        sink.size,
                     )
                     return
                 if not isinstance(ev, FileEnded):
@@ -605,13 +538,14 @@ class _Driver:
                     )
                 break
             # EFID received
-            if io_error is not None:
+            await sink.flush()
+            if sink.error is not None:
                 self.write(
-                    s.answer_end_file(False, EfnaReason.ACCESS_METHOD_FAILURE, f"write failed: {io_error}")
+                    s.answer_end_file(False, EfnaReason.ACCESS_METHOD_FAILURE, f"write failed: {sink.error}")
                 )
                 return
             if not ev.counts_match:
-                f.truncate(0)
+                await sink.truncate()
                 code = EfnaReason.INVALID_BYTE_COUNT
                 if ev.efid.unit_count == ev.octets:
                     code = EfnaReason.INVALID_RECORD_COUNT
@@ -628,10 +562,8 @@ class _Driver:
                     s.answer_end_file(False, code, "record/octet count differs from what was received")
                 )
                 return
-            f.flush()
-            await asyncio.to_thread(os.fsync, f.fileno())
             try:
-                answer: EndFileDecision = await handler.end_file(sfid, ev.efid, partial, self.ctx)
+                answer: EndFileDecision = await handler.end_file(sfid, ev.efid, sink.path, self.ctx)
             except Exception as exc:
                 log.exception("%s: end_file failed", self.ctx.connection_id)
                 answer = EndFileDecision.refuse(99, f"receiver error: {type(exc).__name__}")
@@ -639,14 +571,11 @@ class _Driver:
                 self.write(s.answer_end_file(False, answer.reason or 99, answer.text))
                 return
             try:
-                f.close()
-                await asyncio.to_thread(os.replace, partial, target)
-                await asyncio.to_thread(_fsync_dir, target.parent)
-                marker.unlink(missing_ok=True)
+                await sink.commit()
             except OSError as exc:
                 self.write(
                     s.answer_end_file(
-                        False, EfnaReason.ACCESS_METHOD_FAILURE, f"rename failed: {exc.strerror}"
+                        False, EfnaReason.ACCESS_METHOD_FAILURE, f"cannot store: {exc.strerror}"
                     )
                 )
                 return
@@ -654,8 +583,8 @@ class _Driver:
             received = ReceivedFile(
                 sfid=sfid,
                 path=target,
-                size=size,
-                sha256=hasher.hexdigest(),
+                size=sink.size,
+                sha256=sink.sha256,
                 record_count=ev.records,
                 restart_offset=offset,
                 duration=time.monotonic() - started,
@@ -663,7 +592,7 @@ class _Driver:
             await self.flush()
             await handler.file_received(received, self.ctx)
         finally:
-            f.close()
+            await sink.close()
 
     # -- turn handling ---------------------------------------------------------------------------------
     async def conversation(self, handler: SessionHandler, *, speaker: bool) -> SessionOutcome:
