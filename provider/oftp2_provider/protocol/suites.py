@@ -23,6 +23,7 @@ __all__ = [
     "DecompressionFailed",
     "DecryptionFailed",
     "SecurityError",
+    "SecurityPolicy",
     "SignatureInvalid",
     "SymmetricCipher",
     "UnsupportedSuite",
@@ -164,3 +165,53 @@ def suite_from_code(code: int) -> CipherSuite:
         return CipherSuite(int(code))
     except (ValueError, TypeError):
         raise UnsupportedSuite(f"SFIDCIPH {code!r}: cipher suite not supported (known: 00-06)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """What a receiver accepts from one partner; :meth:`refusal` gives the SFNA for an SFID.
+
+    ``require_*`` refuse files without the service (SFNA 17 / 20), ``allow_*`` = ``False`` refuse
+    files with it (SFNA 16 / 18 / 19); ``suites`` lists the accepted SFIDCIPH values (SFNA 15).
+    """
+
+    allow_encrypted: bool = True
+    require_encrypted: bool = False
+    allow_signed: bool = True
+    require_signed: bool = False
+    allow_compressed: bool = True
+    suites: frozenset[int] = frozenset(range(0, 7))
+
+    def refusal(
+        self, *, security: int, cipher_suite: int, compression: int, envelope: int = 1
+    ) -> tuple[SfnaReason, str] | None:
+        """``(reason, text)`` to refuse a file start with, or ``None`` to accept it.
+
+        Pass the SFID's ``security``, ``cipher_suite``, ``compression`` and ``envelope`` fields.
+        """
+        try:
+            suite = suite_from_code(cipher_suite)
+        except UnsupportedSuite as exc:
+            return SfnaReason.CIPHER_SUITE_NOT_SUPPORTED, str(exc)
+        if int(suite) not in self.suites:
+            return SfnaReason.CIPHER_SUITE_NOT_SUPPORTED, f"cipher suite {int(suite):02d} is not accepted"
+        if security not in (0, 1, 2, 3):
+            return SfnaReason.UNSPECIFIED, f"SFIDSEC {security:02d} is not 00-03"
+        if compression not in (0, 1):
+            return SfnaReason.COMPRESSION_NOT_ALLOWED, f"SFIDCOMP {compression} is not a known algorithm"
+        encrypted, signed = bool(security & 1), bool(security & 2)
+        if (encrypted or signed) and suite is CipherSuite.NONE:
+            return SfnaReason.CIPHER_SUITE_NOT_SUPPORTED, f"SFIDSEC {security:02d} needs a cipher suite"
+        if (encrypted or signed or compression) and envelope != 1:
+            return SfnaReason.UNSPECIFIED, "secured or compressed file without a CMS envelope (SFIDENV 0)"
+        if encrypted and not self.allow_encrypted:
+            return SfnaReason.ENCRYPTED_FILE_NOT_ALLOWED, "encrypted files are not accepted"
+        if not encrypted and self.require_encrypted:
+            return SfnaReason.UNENCRYPTED_FILE_NOT_ALLOWED, "files must be encrypted"
+        if compression and not self.allow_compressed:
+            return SfnaReason.COMPRESSION_NOT_ALLOWED, "compressed files are not accepted"
+        if signed and not self.allow_signed:
+            return SfnaReason.SIGNED_FILE_NOT_ALLOWED, "signed files are not accepted"
+        if not signed and self.require_signed:
+            return SfnaReason.UNSIGNED_FILE_NOT_ALLOWED, "files must be signed"
+        return None

@@ -217,3 +217,25 @@ async def test_old_tls_and_weak_ciphers_refused(test_pki: PKIBundle, free_port) 
 def test_require_client_cert_needs_a_ca(test_pki: PKIBundle) -> None:
     with pytest.raises(ValueError, match="needs client_ca"):
         make_server_ssl_context(test_pki.server.cert, test_pki.server.key, require_client_cert=True)
+
+
+async def test_tls_from_secret_bytes_with_encrypted_key(test_pki: PKIBundle, free_port) -> None:  # type: ignore[no-untyped-def]
+    # The hook passes resolved secrets as bytes: PEM CA, PEM certificate, password-protected PEM key.
+    key_pem = test_pki.client.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    server = make_server_ssl_context(
+        test_pki.server.cert,
+        test_pki.server.key,
+        client_ca=test_pki.ca.cert_path.read_bytes(),
+        require_client_cert=True,
+    )
+    client = make_client_ssl_context(
+        ca=test_pki.ca.cert_path.read_bytes(),
+        cert=test_pki.client.cert_path.read_bytes(),
+        key=key_pem,
+        password=b"pw",
+    )
+    assert await _handshake(server, client, free_port()) == b"ping"

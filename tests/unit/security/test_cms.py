@@ -416,3 +416,16 @@ def test_non_rsa_recipient_leaves_nothing(
     with pytest.raises(ValueError, match=r"ec-partner.*needs an RSA key"):
         protect_file(src, out, suite=4, encrypt_for=cert)
     _assert_nothing_left(tmp_path, out)
+
+
+def test_malformed_signer_name_is_a_typed_error(test_pki: PKIBundle) -> None:
+    # Found by fuzzing: asn1crypto decodes names lazily, so a broken UTF8String surfaced only while
+    # matching the signer against our certificates.
+    from oftp2_provider.protocol.cms import verify_signed_bytes
+
+    signed = sign_bytes(b"content", key=test_pki.client.key, cert=test_pki.client.cert, hash_name="sha256")
+    issuer_cn = b"OFTP2 Test CA ca"
+    assert signed.count(issuer_cn) == 1
+    broken = signed.replace(issuer_cn, b"\xf3" + issuer_cn[1:])
+    with pytest.raises(UnknownSigner, match="unreadable name"):
+        verify_signed_bytes(broken, verify_certs=[test_pki.client.cert])

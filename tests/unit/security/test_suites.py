@@ -10,6 +10,7 @@ from oftp2_provider.protocol.suites import (
     CipherSuite,
     DecompressionFailed,
     DecryptionFailed,
+    SecurityPolicy,
     SignatureInvalid,
     UnsupportedSuite,
     suite_from_code,
@@ -58,3 +59,31 @@ def test_error_reason_codes() -> None:
     assert DecompressionFailed.nerp is NerpReason.FILE_DECOMPRESSION_FAILED
     assert AuthenticationFailed.esid is EsidReason.INVALID_CHALLENGE_RESPONSE
     assert int(SignatureInvalid.efna) == 21 and int(DecryptionFailed.nerp) == 33
+
+
+@pytest.mark.parametrize(
+    ("policy", "fields", "reason"),
+    [
+        (SecurityPolicy(), {"security": 3, "cipher_suite": 4, "compression": 1}, None),
+        (SecurityPolicy(), {"security": 0, "cipher_suite": 0, "compression": 0, "envelope": 0}, None),
+        (SecurityPolicy(), {"security": 3, "cipher_suite": 9, "compression": 0}, 15),
+        (
+            SecurityPolicy(suites=frozenset({0, 4, 6})),
+            {"security": 1, "cipher_suite": 1, "compression": 0},
+            15,
+        ),
+        (SecurityPolicy(), {"security": 1, "cipher_suite": 0, "compression": 0}, 15),
+        (SecurityPolicy(allow_encrypted=False), {"security": 1, "cipher_suite": 4, "compression": 0}, 16),
+        (SecurityPolicy(require_encrypted=True), {"security": 2, "cipher_suite": 4, "compression": 0}, 17),
+        (SecurityPolicy(allow_compressed=False), {"security": 0, "cipher_suite": 0, "compression": 1}, 18),
+        (SecurityPolicy(allow_signed=False), {"security": 2, "cipher_suite": 4, "compression": 0}, 19),
+        (SecurityPolicy(require_signed=True), {"security": 1, "cipher_suite": 4, "compression": 0}, 20),
+        (SecurityPolicy(), {"security": 2, "cipher_suite": 4, "compression": 0, "envelope": 0}, 99),
+    ],
+)
+def test_security_policy_refusals(policy: SecurityPolicy, fields: dict[str, int], reason: int | None) -> None:
+    refusal = policy.refusal(**fields)
+    if reason is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and int(refusal[0]) == reason and refusal[1]

@@ -125,10 +125,16 @@ class Recipient:
     encrypted_key: bytes
 
     def matches(self, cert: x509.Certificate) -> bool:
-        """True when this recipient identifies *cert*."""
+        """True when this recipient identifies *cert* (malformed names never match)."""
         if self.serial is not None:
-            parsed = _asn1_cert(cert)
-            return bool(self.serial == cert.serial_number and self.issuer == parsed.issuer)
+            if self.serial != cert.serial_number:
+                return False
+            if bytes(self.issuer.dump()) == cert.issuer.public_bytes():
+                return True
+            try:  # equivalent names in another string encoding
+                return bool(self.issuer == _asn1_cert(cert).issuer)
+            except Exception:  # asn1crypto parses lazily; a malformed name is simply no match
+                return False
         if self.key_id is not None:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest

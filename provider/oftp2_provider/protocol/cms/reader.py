@@ -201,8 +201,8 @@ def enveloped_layer(
         _finish(r, outer, "EnvelopedData")
     except SecurityError:
         raise
-    except (BerError, ValueError, TypeError) as exc:
-        raise DecryptionFailed(f"EnvelopedData: {exc}") from exc
+    except Exception as exc:  # untrusted input: any parsing failure is this layer's failure
+        raise DecryptionFailed(f"EnvelopedData: {_why(exc)}") from exc
 
 
 class _CmsStartCheck:
@@ -286,8 +286,8 @@ def compressed_layer(
         raise
     except zlib.error as exc:
         raise DecompressionFailed(f"corrupt zlib data: {exc}") from exc
-    except (BerError, ValueError, TypeError) as exc:
-        raise DecompressionFailed(f"CompressedData: {exc}") from exc
+    except Exception as exc:  # untrusted input: any parsing failure is this layer's failure
+        raise DecompressionFailed(f"CompressedData: {_why(exc)}") from exc
 
 
 def _verify_signer(
@@ -384,9 +384,29 @@ def signed_layer(
         _finish(r, outer, "SignedData")
     except SecurityError:
         raise
-    except (BerError, ValueError, TypeError) as exc:
-        raise SignatureInvalid(f"SignedData: {exc}") from exc
+    except Exception as exc:  # untrusted input: any parsing failure is this layer's failure
+        raise SignatureInvalid(f"SignedData: {_why(exc)}") from exc
+    try:
+        _check_signers(signers, verify_certs, hashers, info)
+    except SecurityError:
+        raise
+    except Exception as exc:
+        raise SignatureInvalid(f"SignedData: {_why(exc)}") from exc
+    if collect and content is not None:
+        info.content = b"".join(collected)
 
+
+def _why(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if isinstance(exc, BerError) else f"{type(exc).__name__}: {text}"
+
+
+def _check_signers(
+    signers: list[asn1.Signer],
+    verify_certs: Sequence[x509.Certificate],
+    hashers: dict[str, Any],
+    info: SignedInfo,
+) -> None:
     if not signers:
         raise SignatureInvalid("SignedData has no signer")
     if not verify_certs:
@@ -403,8 +423,6 @@ def signed_layer(
                 last_error = exc
                 continue
             info.signer = cert
-            if collect and content is not None:
-                info.content = b"".join(collected)
             return
     if last_error is not None:
         raise last_error
@@ -417,5 +435,9 @@ def _describe_signer(signer: asn1.Signer, embedded: Sequence[x509.Certificate]) 
         if signer.matches(cert):
             return repr(cert.subject.rfc4514_string())
     if signer.serial is not None:
-        return f"issuer {signer.issuer.human_friendly!r} serial {signer.serial:x}"
+        try:
+            issuer = repr(signer.issuer.human_friendly)
+        except Exception:  # a malformed name from the peer
+            issuer = "<unreadable name>"
+        return f"issuer {issuer} serial {signer.serial:x}"
     return f"key id {(signer.key_id or b'').hex()}"
