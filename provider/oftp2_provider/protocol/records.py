@@ -8,8 +8,11 @@ The negotiated SDEB is the largest DATA buffer *including* the ``D`` octet.
 Sending (:class:`DataEncoder`) fills every buffer greedily up to SDEB and splits a subrecord at the
 buffer end; with compression, runs of ``min_run`` or more identical octets (found with a regular
 expression, not a per-octet loop) become compressed subrecords.  That reproduces the RFC 2204
-Appendix A buffer byte for byte.  Uncompressed data is packed with :mod:`struct` in blocks, so a
-99 999-octet buffer costs a few dozen C calls.
+Appendix A buffer byte for byte.  Uncompressed data is packed with :mod:`struct`, so a full
+99 999-octet buffer costs a handful of C calls; :meth:`DataEncoder.write_records` places short
+F/V records in an inline loop.  Compression still works run by run in Python, so it is one to two
+orders of magnitude slower than the uncompressed path (it exists for old peers; OFTP2 peers
+compress whole files with CMS instead).
 
 Receiving (:class:`DataDecoder`) has a fast path for the common uncompressed case (every header is
 ``0x3F`` except the last one): the headers are checked with one strided slice and removed with one
@@ -22,7 +25,7 @@ Record mapping by format (SFIDFMT):
 * ``F``/``V`` — one record per EoR.  ``F`` records are written back to back.  ``V`` records need a
   separation on disk: by default they are written back to back as well (the record boundaries are
   lost, like a byte stream); pass ``v_prefix=True`` to prefix each record with its 2-octet
-  big-endian length (the layout RFC 5024 §6.1 prescribes before signing a V file), or
+  big-endian length (the layout RFC 5024 §6.5 prescribes before signing a V file), or
   ``record_separator=b"\\r\\n"`` to append a separator after every record.
 """
 
