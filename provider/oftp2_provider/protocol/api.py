@@ -35,6 +35,7 @@ from .errors import EfnaReason, EsidReason, SfnaReason
 __all__ = [
     "AcceptDecision",
     "Authenticator",
+    "CmsAuthenticator",
     "ConnectionRequest",
     "EndFileDecision",
     "FileDecision",
@@ -108,6 +109,36 @@ class Authenticator(Protocol):
     def answer_challenge(self, challenge: bytes) -> bytes:
         """Decrypt ``challenge`` and return the 20 secret octets."""
         ...
+
+
+class CmsAuthenticator:
+    """:class:`Authenticator` backed by :mod:`oftp2_provider.protocol.auth` (CMS EnvelopedData challenges).
+
+    ``own_key``/``own_cert`` decrypt the partner's challenges; ``partner_certs`` maps Odette IDs
+    (compared upper case) to the certificates our challenges are encrypted for; ``suite`` selects
+    the content cipher (default 01 = 3DES, widest compatibility).
+    """
+
+    def __init__(
+        self, own_key: object, own_cert: object, partner_certs: dict[str, object], *, suite: int = 1
+    ) -> None:
+        self.own_key = own_key
+        self.own_cert = own_cert
+        self.partner_certs = {k.strip().upper(): v for k, v in partner_certs.items()}
+        self.suite = suite
+
+    def make_challenge(self, partner_code: str) -> tuple[bytes, bytes]:
+        """Envelope 20 random octets for the partner's certificate."""
+        from . import auth
+
+        cert = self.partner_certs.get(partner_code.strip().upper())
+        return auth.make_challenge(cert, suite=self.suite)  # type: ignore[arg-type]
+
+    def answer_challenge(self, challenge: bytes) -> bytes:
+        """Decrypt the partner's challenge with our key."""
+        from . import auth
+
+        return auth.answer_challenge(challenge, self.own_key, self.own_cert)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,14 +173,14 @@ class FileRejected:
 
 @dataclass(frozen=True, slots=True)
 class EERPReceived:
-    """Listener: an EERP (RTR is queued automatically)."""
+    """Listener: an EERP.  RTR goes out with the next output (unless the session is aborted first)."""
 
     eerp: EERP
 
 
 @dataclass(frozen=True, slots=True)
 class NERPReceived:
-    """Listener: a NERP (RTR is queued automatically)."""
+    """Listener: a NERP.  RTR goes out with the next output (unless the session is aborted first)."""
 
     nerp: NERP
 
@@ -293,6 +293,7 @@ class Session:
         self._rx_restart_octets = 0
         self._rx_restart_records = 0
         self._rx_efid: EFID | None = None
+        self._rtr_at: int | None = None
 
     # ------------------------------------------------------------------------------------------------
     # properties
@@ -347,6 +348,10 @@ class Session:
         self._out.append(framing.frame(codec.encode(command, self._level)))
 
     def _take(self) -> bytes:
+        if self._rtr_at is not None:
+            # the RTR owed for an EERP/NERP goes out once the embedder has handled the receipt
+            self._out.insert(self._rtr_at, framing.frame(codec.encode(RTR(), self._level)))
+            self._rtr_at = None
         if not self._out:
             return b""
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
@@ -674,6 +679,7 @@ class Session:
             self._events.append(ended)
 
     def _abort_local(self, reason: int, text: str, *, take: bool = True) -> bytes:
+        self._rtr_at = None  # a receipt we could not handle is not acknowledged
         try:
             buf = framing.frame(codec.encode(ESID(int(reason), text[:200]), self._esid_level()))
         except FieldError:
@@ -929,12 +935,12 @@ class Session:
 
     def _on_EERP(self, cmd: EERP, prev: State) -> None:
         self._sm.send("RTR")
-        self._queue(RTR())
+        self._rtr_at = len(self._out)
         self._events.append(EERPReceived(cmd))
 
     def _on_NERP(self, cmd: NERP, prev: State) -> None:
         self._sm.send("RTR")
-        self._queue(RTR())
+        self._rtr_at = len(self._out)
         self._events.append(NERPReceived(cmd))
 
     def _on_RTR(self, cmd: RTR, prev: State) -> None:

@@ -937,6 +937,11 @@ class OFTPServer:
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection error: %s", ctx.connection_id, exc)
             session.connection_lost()
+        except Exception:
+            # a handler bug: end the session properly instead of just dropping the connection
+            log.exception("%s: session handler failed", ctx.connection_id)
+            if not session.closed:
+                driver.write(session.end_session(EsidReason.UNSPECIFIED, "internal error"))
         finally:
             await driver.close_transport()
             outcome = (

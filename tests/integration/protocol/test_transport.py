@@ -13,6 +13,7 @@ import pytest
 from oftp2_provider.pki import PKIBundle
 from oftp2_provider.protocol.api import (
     AcceptDecision,
+    CmsAuthenticator,
     ConnectionRequest,
     OutboundFile,
     PartnerConfig,
@@ -375,3 +376,50 @@ async def test_poll_receives_queued_files(
     assert (tmp_path / "polled" / "QUEUED").read_bytes() == back.read_bytes()
     await responder.server.wait_sessions(1, timeout=5)
     assert [e.dsn for e in responder.handlers[0].eerps] == ["QUEUED"]
+
+
+async def test_secure_authentication_with_cms(
+    responder_factory: Callable[..., object], payload: Callable[..., Path], test_pki: PKIBundle
+) -> None:
+    server_auth = CmsAuthenticator(test_pki.server.key, test_pki.server.cert, {CLIENT: test_pki.client.cert})
+    responder: Responder = await responder_factory(server_config(secure_auth=True, authenticator=server_auth))  # type: ignore[misc]
+    client_auth = CmsAuthenticator(test_pki.client.key, test_pki.client.cert, {SERVER: test_pki.server.cert})
+    src = payload(4000)
+    async with OFTPClient(
+        client_config(secure_auth=True, authenticator=client_auth), "127.0.0.1", responder.port
+    ) as client:
+        assert client.negotiated is not None and client.negotiated.secure_auth
+        assert (await client.send_file(outbound(src))).ok
+    assert (responder.inbox / src.name.upper()).read_bytes() == src.read_bytes()
+
+
+async def test_secure_authentication_wrong_key_is_esid_11(
+    responder_factory: Callable[..., object], test_pki: PKIBundle
+) -> None:
+    server_auth = CmsAuthenticator(test_pki.server.key, test_pki.server.cert, {CLIENT: test_pki.client.cert})
+    responder: Responder = await responder_factory(server_config(secure_auth=True, authenticator=server_auth))  # type: ignore[misc]
+    # the client holds the wrong private key for the certificate the responder knows
+    impostor = CmsAuthenticator(test_pki.partner.key, test_pki.partner.cert, {SERVER: test_pki.server.cert})
+    with pytest.raises((SessionAborted, SessionRejected)) as info:
+        async with OFTPClient(
+            client_config(secure_auth=True, authenticator=impostor), "127.0.0.1", responder.port
+        ):
+            pass
+    assert info.value.reason == EsidReason.INVALID_CHALLENGE_RESPONSE
+    await responder.server.wait_sessions(1, timeout=5)
+    assert responder.server.outcomes[0].reason == EsidReason.INVALID_CHALLENGE_RESPONSE
+
+
+async def test_handler_failure_ends_with_esid_99(responder_factory: Callable[..., object]) -> None:
+    class Broken(SessionHandlerBase):
+        async def eerp_received(self, eerp: EERP, ctx: object) -> None:  # type: ignore[override]
+            raise RuntimeError("database down")
+
+    responder: Responder = await responder_factory()  # type: ignore[misc]
+    responder.server.handler_factory = lambda ctx: Broken()
+    client = OFTPClient(client_config(), "127.0.0.1", responder.port)
+    await client.connect()
+    with pytest.raises(SessionRejected) as info:
+        await client.send_eerp(EERP("X", "20240101", "1200000001", SERVER, CLIENT))
+    assert info.value.reason == EsidReason.UNSPECIFIED
+    await client.close()
