@@ -239,3 +239,38 @@ async def test_tls_from_secret_bytes_with_encrypted_key(test_pki: PKIBundle, fre
         password=b"pw",
     )
     assert await _handshake(server, client, free_port()) == b"ping"
+
+
+def test_chain_through_an_intermediate(test_pki: PKIBundle, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from oftp2_provider.pki import Identity, issue, new_key
+
+    key = new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "OFTP2 Test Intermediate")])
+
+    def intermediate(ca_flag: bool) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(test_pki.ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30 * 12))
+            .add_extension(x509.BasicConstraints(ca=ca_flag, path_length=None), critical=True)
+            .sign(test_pki.ca.key, hashes.SHA256())
+        )
+
+    inter = intermediate(True)
+    leaf = issue(tmp_path, Identity("inter", inter, key, tmp_path / "i.crt", tmp_path / "i.key"), "leaf")
+    anchors = [test_pki.ca.cert]
+    assert check_certificate(leaf.cert, purpose="sign", trust_anchors=anchors, intermediates=[inter]).ok
+    missing = check_certificate(leaf.cert, purpose="sign", trust_anchors=anchors)
+    assert any("no trusted issuer" in p for p in missing.problems)
+    not_ca = check_certificate(
+        leaf.cert, purpose="sign", trust_anchors=anchors, intermediates=[intermediate(False)]
+    )
+    assert any("is not a CA" in p for p in not_ca.problems)

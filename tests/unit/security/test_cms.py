@@ -82,6 +82,8 @@ def test_round_trip(
     assert result.sha_of_transmitted == hashlib.new(suite.hash_name, wire).digest()
     assert result.security_level == SecurityLevel(int(encrypt) + 2 * int(sign))
     assert result.envelope == 1
+    assert result.original_blocks == 176  # ceil(180_001 / 1024)
+    assert result.transmitted_blocks == -(-len(wire) // 1024)
     if encrypt:
         assert src.read_bytes()[:1000] not in wire
     back = _unprotect(test_pki, tmp_path / "wire", tmp_path / "back", result.security_level, compress, suite)

@@ -96,6 +96,16 @@ class ProtectResult:
         """SFIDENV: 1 when any CMS layer was applied."""
         return int(self.security_level != SecurityLevel.NONE or self.compressed)
 
+    @property
+    def transmitted_blocks(self) -> int:
+        """SFIDFSIZ: the transmitted size in 1 KiB blocks, rounded up."""
+        return -(-self.transmitted_size // 1024)
+
+    @property
+    def original_blocks(self) -> int:
+        """SFIDOSIZ: the original size in 1 KiB blocks, rounded up."""
+        return -(-self.original_size // 1024)
+
 
 @dataclass(frozen=True)
 class UnprotectResult:
