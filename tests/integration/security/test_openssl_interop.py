@@ -285,3 +285,56 @@ def test_truncated_openssl_stream(openssl: Run, test_pki: PKIBundle, sample: Pat
         unprotect_file(wire, tmp_path / "out", security_level=1, compressed=False, suite=2,
                        decrypt_key=test_pki.partner.key, decrypt_cert=test_pki.partner.cert)  # fmt: skip
     _nothing_at(tmp_path / "out")
+
+
+@pytest.fixture
+def ski_identity(test_pki: PKIBundle, tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate with a subjectKeyIdentifier (the test PKI's end-entity certificates have none)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from oftp2_provider.pki import new_key
+
+    key = new_key()
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ski-partner")]))
+        .issuer_name(test_pki.ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(test_pki.ca.key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "ski.crt", tmp_path / "ski.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_recipient_and_signer_by_key_identifier(
+    openssl: Run, ski_identity: tuple[Path, Path], sample: Path, tmp_path: Path
+) -> None:
+    from oftp2_provider.protocol.certs import load_certificate, load_private_key
+
+    cert_path, key_path = ski_identity
+    cert, key = load_certificate(cert_path), load_private_key(key_path)
+    signed, wire = tmp_path / "signed.p7", tmp_path / "wire.p7"
+    openssl("cms", "-sign", "-binary", "-nodetach", "-keyid", "-in", sample, "-signer", cert_path, "-inkey", key_path,
+            "-nocerts", "-outform", "DER", "-out", signed)  # fmt: skip
+    openssl("cms", "-encrypt", "-binary", "-aes256", "-keyid", "-in", signed, "-outform", "DER", "-out", wire,
+            cert_path)  # fmt: skip
+    printed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", wire).stdout
+    assert b"subjectKeyIdentifier" in printed
+    result = unprotect_file(wire, tmp_path / "out", security_level=3, compressed=False, suite=4, decrypt_key=key,
+                            decrypt_cert=cert, verify_certs=[cert])  # fmt: skip
+    assert (tmp_path / "out").read_bytes() == sample.read_bytes()
+    assert result.verified_signer == cert
