@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from oftp2_provider.relay._http import reason_phrase
 from oftp2_provider.relay.address import HybridConnectionAddress
 from oftp2_provider.relay.errors import (
     RelayAuthorizationError,
@@ -113,7 +114,7 @@ class RelayedHttpRequest:
                 "response": {
                     "requestId": self.id,
                     "statusCode": int(status),
-                    "statusDescription": description or _reason(status),
+                    "statusDescription": description or reason_phrase(status),
                     "responseHeaders": dict(headers or {}),
                     "body": bool(payload),
                 }
@@ -149,12 +150,6 @@ class RelayedHttpRequest:
             if key.lower() == wanted:
                 return value
         return default
-
-
-def _reason(status: int) -> str:
-    from oftp2_provider.relay._http import reason_phrase
-
-    return reason_phrase(status)
 
 
 @dataclass

@@ -10,9 +10,16 @@ from typing import Any
 
 from websockets.datastructures import Headers
 
-from oftp2_provider.relay._http import ResponseHead, read_body, read_response_head, serialize_head
+from oftp2_provider.relay._http import (
+    BodyTooLarge,
+    ResponseHead,
+    read_body,
+    read_response_head,
+    serialize_head,
+)
 from oftp2_provider.relay.address import HybridConnectionAddress
 from oftp2_provider.relay.errors import (
+    RelayBodyTooLargeError,
     RelayConnectionError,
     RelayProtocolError,
     RelayRejectedError,
@@ -143,6 +150,10 @@ class HybridConnectionClient:
             raise RelayTimeoutError(f"HTTP {method} {url} got no answer within {timeout} s") from exc
         except (EOFError, asyncio.IncompleteReadError, OSError) as exc:
             raise RelayConnectionError(f"HTTP {method} {url} failed: {exc}") from exc
+        except BodyTooLarge as exc:
+            raise RelayBodyTooLargeError(
+                f"HTTP {method} {url}: response body above {max_response_body} bytes"
+            ) from exc
         except RelayProtocolError as exc:
             raise RelayConnectionError(f"HTTP {method} {url}: malformed response: {exc}") from exc
         finally:

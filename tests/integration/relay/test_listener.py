@@ -433,3 +433,14 @@ async def test_garbage_and_duplicate_headers_get_http_answers(emulator: RelayEmu
         answer = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         assert answer.split(b" ")[1] == status, (raw, answer)
+
+
+async def test_sender_refuses_an_oversize_response(
+    listener: HybridConnectionListener, sender: HybridConnectionClient
+) -> None:
+    from oftp2_provider.relay import RelayBodyTooLargeError
+
+    call = asyncio.create_task(sender.request("GET", max_response_body=1000))
+    await (await _next_http(listener)).respond(200, {}, b"z" * 1001)
+    with pytest.raises(RelayBodyTooLargeError, match="above 1000 bytes"):
+        await call
