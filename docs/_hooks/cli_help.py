@@ -74,4 +74,6 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     """Replace the marker with the generated command-line reference."""
     if _MARKER not in markdown:
         return markdown
+    if os.environ.get("OFTP2_DOCS_QUICK") == "1":  # tests of the build machinery
+        return markdown.replace(_MARKER, "*(The help texts are left out of quick builds.)*")
     return markdown.replace(_MARKER, render(collect_help()))

@@ -5,6 +5,9 @@ gets a generated page ``reference/<dotted.name>.md`` holding a mkdocstrings ``::
 a nav entry under "Reference", grouped by sub-package.  A module that fails to import is left out
 (and named in the build log), so the site never documents code that cannot run.
 
+Environment: ``OFTP2_DOCS_QUICK=1`` skips the import check (for tests of the build machinery);
+``OFTP2_DOCS_CENSUS=<file>`` writes the modules found and those left out to ``<file>`` as JSON.
+
 Public means: not ``_``-prefixed, not in :data:`EXCLUDED`, and for a package ``__init__.py`` only
 when it defines something beyond its docstring.
 """
@@ -199,8 +202,11 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Find the documentable modules and append the Reference section to the nav."""
     global _modules, _skipped
     candidates = discover_modules()
-    # Tests that only exercise the build itself skip the (slow, Airflow-importing) check.
-    _skipped = {} if os.environ.get("OFTP2_DOCS_ASSUME_IMPORTABLE") == "1" else import_failures(candidates)
+    # OFTP2_DOCS_QUICK=1 (tests of the build machinery) skips the slow, Airflow-importing check.
+    _skipped = {} if os.environ.get("OFTP2_DOCS_QUICK") == "1" else import_failures(candidates)
+    census = os.environ.get("OFTP2_DOCS_CENSUS")
+    if census:  # tests compare the site with what this build saw
+        Path(census).write_text(json.dumps({"modules": candidates, "skipped": _skipped}), encoding="utf-8")
     for module, error in sorted(_skipped.items()):
         log.info("reference: %s left out, it does not import (%s)", module, error)
     _modules = [m for m in candidates if m not in _skipped]
