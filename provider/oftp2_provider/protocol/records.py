@@ -143,7 +143,7 @@ class DataEncoder:
         "_buf",
         "_compression",
         "_out",
-        "_run",
+        "_runs",
         "_sdeb",
         "_tail",
         "_used",
@@ -160,7 +160,8 @@ class DataEncoder:
         self._sdeb = sdeb
         self._compression = compression
         self.min_run = min_run
-        self._run = re.compile(rb"(.)\1{%d,}" % (min_run - 1), re.DOTALL)
+        # split() yields [literal, run, run octet, literal, run, run octet, …, literal]
+        self._runs = re.compile(rb"((.)\2{%d,})" % (min_run - 1), re.DOTALL)
         self._buf = bytearray(sdeb)
         self._buf[0] = 0x44  # "D"
         self._used = 1
@@ -228,16 +229,6 @@ class DataEncoder:
             if at == sdeb:
                 self._close()
 
-    def _place_run(self, octet: int, count: int, eor: bool) -> None:
-        if self._sdeb - self._used < 2:
-            self._close()
-        at = self._used
-        self._buf[at] = CF | count | (EOR if eor else 0)
-        self._buf[at + 1] = octet
-        self._used = at + 2
-        if self._used == self._sdeb:
-            self._close()
-
     def _hold_point(self, available: int) -> int:
         """How many of ``available`` octets to place now, holding back at most one whole subrecord."""
         room = self._sdeb - self._used
@@ -255,83 +246,91 @@ class DataEncoder:
                 return placed
             return placed + MAX_SUBRECORD * min((left - 1) // MAX_SUBRECORD, room // _FULL)
 
-    def _place_compressed(self, src: bytes | memoryview, start: int, end: int, eor: bool) -> None:
-        """Tokenise ``src[start:end]`` into literal spans and runs; EoR on the last token."""
-        if start == end:
-            self._place_literal(src, start, end, eor)
-            return
-        min_run = self.min_run
-        lit = start
-        tokens: list[tuple[int, int, int]] = []  # (literal start, literal end, 0) or (-1, octet, count)
-        append = tokens.append
-        for match in self._run.finditer(src, start, end):
-            s, e = match.span()
-            if s > lit:
-                append((lit, s, 0))
-            n = e - s
-            if n <= MAX_SUBRECORD:  # the common case: one compressed subrecord
-                append((-1, src[s], n))
-                lit = e
-                continue
-            octet = src[s]
-            full, rest = divmod(n, MAX_SUBRECORD)
-            tokens.extend([(-1, octet, MAX_SUBRECORD)] * full)
-            if rest >= min_run:
-                append((-1, octet, rest))
-                lit = e
-            else:
-                lit = e - rest
-        if lit < end:
-            tokens.append((lit, end, 0))
-        last_a, last_b, last_count = tokens.pop()
-        self._place_tokens(src, tokens)
-        if last_a < 0:
-            self._place_run(last_b, last_count, eor)
-        else:
-            self._place_literal(src, last_a, last_b, eor)
-
-    def _place_tokens(self, src: bytes | memoryview, tokens: list[tuple[int, int, int]]) -> None:
-        """Place tokens without EoR in one tight loop (short literals and runs inline)."""
+    def _place_short(self, lit: bytes, used: int) -> int:
+        """Place a short literal inline (splitting at buffer ends); return the new fill level."""
         buf = self._buf
         sdeb = self._sdeb
-        used = self._used
-        for a, b, count in tokens:
-            if a < 0:  # compressed run: header + the octet
-                if sdeb - used < 2:
-                    self._used = used
-                    self._close()
-                    used = 1
-                buf[used] = CF | count
-                buf[used + 1] = b
-                used += 2
-            elif b - a > 4 * MAX_SUBRECORD:  # long literal: the bulk path
+        a, b = 0, len(lit)
+        while a < b:
+            room = sdeb - used
+            if room < 2:
                 self._used = used
-                self._place_literal(src, a, b, False)
-                used = self._used
-                continue
-            else:
-                while a < b:
-                    room = sdeb - used
-                    if room < 2:
-                        self._used = used
-                        self._close()
-                        used = 1
-                        room = sdeb - 1
-                    n = min(b - a, MAX_SUBRECORD, room - 1)
-                    buf[used] = n
-                    buf[used + 1 : used + 1 + n] = src[a : a + n]
-                    used += n + 1
-                    a += n
-                    if used == sdeb:
-                        self._used = used
-                        self._close()
-                        used = 1
-                continue
+                self._close()
+                used = 1
+                room = sdeb - 1
+            n = min(b - a, MAX_SUBRECORD, room - 1)
+            buf[used] = n
+            buf[used + 1 : used + 1 + n] = lit[a : a + n]
+            used += n + 1
+            a += n
             if used == sdeb:
                 self._used = used
                 self._close()
                 used = 1
-        self._used = used
+        return used
+
+    def _place_compressed(self, src: bytes | memoryview, start: int, end: int, eor: bool) -> None:
+        """Split ``src[start:end]`` into literals and runs (one C call) and place them in one loop.
+
+        Runs longer than 63 become several compressed subrecords; a remainder shorter than
+        ``min_run`` joins the following literal.  EoR goes on the very last subrecord.
+        """
+        if start == end:
+            self._place_literal(src, start, end, eor)
+            return
+        parts = self._runs.split(bytes(src[start:end]))
+        min_run = self.min_run
+        buf = self._buf
+        sdeb = self._sdeb
+        used = self._used
+        last = len(parts) - 1
+        carry = b""
+        i = 0
+        while True:
+            lit = parts[i]
+            if carry:
+                lit = carry + lit
+                carry = b""
+            if i == last:
+                if lit or not eor:
+                    self._used = used
+                    self._place_literal(lit, 0, len(lit), eor)
+                    return
+                self._used = used
+                return
+            if lit:
+                if len(lit) > 4 * MAX_SUBRECORD:
+                    self._used = used
+                    self._place_literal(lit, 0, len(lit), False)
+                    used = self._used
+                else:
+                    used = self._place_short(lit, used)
+            run = parts[i + 1]
+            octet = run[0]
+            full, rest = divmod(len(run), MAX_SUBRECORD)
+            if rest and rest < min_run:
+                carry = run[-rest:]
+                rest = 0
+            pieces = full + (1 if rest else 0)
+            # EoR on this run's last piece only if nothing follows it
+            flag_last = eor and i + 3 == last and not carry and not parts[last]
+            for piece in range(pieces):
+                if sdeb - used < 2:
+                    self._used = used
+                    self._close()
+                    used = 1
+                count = MAX_SUBRECORD if piece < full else rest
+                header = CF | count
+                if flag_last and piece == pieces - 1:
+                    header |= EOR
+                buf[used] = header
+                buf[used + 1] = octet
+                used += 2
+                if used == sdeb:
+                    self._used = used
+                    self._close()
+                    used = 1
+            i += 3
 
     # -- public API ----------------------------------------------------------------------------------
 
