@@ -156,10 +156,10 @@ class PartialFile:
 
     def _write(self, chunks: list[bytes]) -> None:
         assert self._f is not None
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one large write + hash (GIL released)
         try:
-            for c in chunks:
-                self._f.write(c)
-                self.hasher.update(c)
+            self._f.write(data)
+            self.hasher.update(data)
         except OSError as exc:
             self.error = exc
 

@@ -81,6 +81,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
+_DRAIN_ABOVE = 1 << 20  # backpressure: wait for the socket when more than this is buffered
 _STREAM_LIMIT = 1 << 20
 _ids = itertools.count(1)
 
@@ -186,8 +187,16 @@ class _Driver:
             self.writer.write(data)
 
     async def flush(self) -> None:
-        self.write(self.session.data_to_send())
-        if not self.writer.is_closing():
+        """Write what the session queued; wait for the socket only when much is buffered."""
+        out = self.session.data_to_send()
+        if out:
+            self.write(out)
+        await self.drain_if_needed()
+
+    async def drain_if_needed(self) -> None:
+        if self.writer.is_closing():
+            return
+        if self.writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
             try:
                 await self.writer.drain()
             except (ConnectionError, OSError):
@@ -386,7 +395,7 @@ class _Driver:
         out = self.session.send_data(data, eor)
         if out:
             self.write(out)
-            await self.writer.drain()
+            await self.drain_if_needed()
 
     def _chunk_size(self) -> int:
         neg = self.session.negotiated
