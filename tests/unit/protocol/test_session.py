@@ -550,3 +550,41 @@ def test_peer_esid_and_connection_lost() -> None:
     w2.c.connection_lost()
     (lost,) = w2.c.events()
     assert isinstance(lost, SessionEnded) and lost.connection_lost
+
+
+# --- the embedding API helpers ---------------------------------------------------------------------
+
+
+def test_timestamps_unique_with_per_second_counter() -> None:
+    import datetime as dt
+
+    from oftp2_provider.protocol.api import TimestampGenerator
+
+    fixed = dt.datetime(2024, 1, 31, 12, 30, 45, 999, tzinfo=dt.timezone.utc)
+    gen = TimestampGenerator(lambda: fixed)
+    stamps = [gen() for _ in range(10001)]
+    assert stamps[0] == ("20240131", "1230450001")
+    assert stamps[9998] == ("20240131", "1230459999")
+    assert stamps[9999] == ("20240131", "1230460001")  # counter exhausted: next second
+    assert len(set(stamps)) == len(stamps)
+
+
+def test_outbound_file_validation_and_passwords(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from oftp2_provider.protocol.api import OutboundFile, passwords_match
+
+    with pytest.raises(ValueError, match="exactly one"):
+        OutboundFile("D", CLIENT, SERVER)
+    with pytest.raises(ValueError, match="size"):
+        OutboundFile("D", CLIENT, SERVER, source=lambda off: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ValueError, match="lrecl"):
+        OutboundFile("D", CLIENT, SERVER, path=Path("x"), format=RecordFormat.FIXED)
+    f = OutboundFile("D", CLIENT, SERVER, path=Path("x"))
+    assert len(f.date) == 8 and len(f.time) == 10
+    assert passwords_match("Secret", "SECRET  ")
+    assert not passwords_match("Secret", "SECRET", case_sensitive=True)
+    with pytest.raises(ValueError, match="password"):
+        SessionConfig(CLIENT, "123456789")
+    with pytest.raises(ValueError, match="sdeb"):
+        SessionConfig(CLIENT, "PW", sdeb=127)
