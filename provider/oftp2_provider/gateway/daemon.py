@@ -54,6 +54,7 @@ from .api import ApiError, ControlApi, to_json
 from .config import GatewayConfig, PartnerConfig, RelayListener, TcpListener, TlsListener
 from .events import EventBus, EventName
 from .forward import GatewayContext, LedgerSessionHandler, inbox_name, sha256_file
+from .security import authenticator_for
 
 __all__ = ["CallResult", "Gateway", "open_ledger", "run_gateway"]
 
@@ -110,6 +111,7 @@ class Gateway:
         accept_hook: AcceptHook | None = None,
     ) -> None:
         self.config = config
+        self.authenticator = authenticator_for(config)
         self._own_ledger = ledger is None
         self.ledger = AsyncLedger(ledger if ledger is not None else open_ledger(config))
         self.bus = EventBus(config.events.handlers, workers=config.events.workers)
@@ -141,7 +143,9 @@ class Gateway:
                 password=identity.password.get_secret_value(),
                 level=ProtocolLevel.V2_0,
                 restart=True,
+                compression=any(p.compression for p in self.config.partners.values()),
                 timeouts=timeouts,
+                authenticator=self.authenticator,
             )
         password = (partner.our_password or identity.password).get_secret_value()
         return SessionConfig(
@@ -154,6 +158,7 @@ class Gateway:
             restart=partner.restart,
             secure_auth=partner.secure_auth,
             timeouts=timeouts,
+            authenticator=self.authenticator,
         )
 
     def _server_ssl(self, cfg: TlsListener) -> ssl.SSLContext:

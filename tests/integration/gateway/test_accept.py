@@ -185,3 +185,60 @@ async def test_duplicate_with_resend_policy_is_discarded_and_the_eerp_comes_agai
     assert row.attempts == 1
     assert len(list((tmp_path / "a" / "inbox" / "b").glob("DUP*"))) == 1
     assert not any((tmp_path / "a" / "duplicates").glob("[!.]*"))
+
+
+async def test_secure_authentication_between_gateways(
+    tmp_path: Path, start_gateway: Callable[..., Any], test_pki: PKIBundle
+) -> None:
+    def cfg(base: Path, own: str, password: str, me: Any, partner: dict[str, Any]) -> Any:
+        from oftp2_provider.gateway.config import parse_config
+
+        return parse_config(
+            {
+                "identity": {
+                    "odette_id": own,
+                    "password": password,
+                    "auth": {"cert": str(me.cert_path), "key": str(me.key_path)},
+                },
+                "state_dir": str(base),
+                "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": 0}],
+                "partners": {"peer": {**partner, "secure_auth": True}},
+            }
+        )
+
+    a: Gateway = await start_gateway(
+        cfg(
+            tmp_path / "a",
+            A_ID,
+            "APW",
+            test_pki.server,
+            {"odette_id": B_ID, "password": "BPW", "certificates": {"auth": str(test_pki.client.cert_path)}},
+        )
+    )
+
+    async def b_with(cert: Path, base: str) -> Gateway:
+        gw: Gateway = await start_gateway(
+            cfg(
+                tmp_path / base,
+                B_ID,
+                "BPW",
+                test_pki.client,
+                {
+                    "odette_id": A_ID,
+                    "password": "APW",
+                    "address": f"127.0.0.1:{a.port()}",
+                    "certificates": {"auth": str(cert)},
+                },
+            )
+        )
+        return gw
+
+    good = await b_with(test_pki.server.cert_path, "b")
+    await good.submit_file("peer", dsn="AUTHED", content=b"proved")
+    result = await good.call_partner("peer")
+    assert result.ok and result.files_sent == 1, result
+
+    # B encrypts its challenge for the wrong certificate: A cannot answer, the session fails (ESID 11)
+    bad = await b_with(test_pki.partner.cert_path, "b2")
+    result = await bad.call_partner("peer")
+    assert not result.ok and result.reason == 11, result

@@ -1,0 +1,55 @@
+"""The gateway's keys at work: OFTP2 secure authentication (SECD/AUCH/AURP) for the engine.
+
+:class:`GatewayAuthenticator` implements the engine's
+:class:`~oftp2_provider.protocol.api.Authenticator` with ``identity.auth`` (our key, which
+decrypts the partner's challenges) and each partner's ``certificates.auth`` (which our challenges
+are encrypted for).  Keys and certificates are loaded once, when the gateway starts, so a wrong
+path or password fails the start, not a session.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from oftp2_provider.protocol.auth import answer_challenge, make_challenge
+from oftp2_provider.protocol.certs import load_certificate, load_private_key
+
+from .config import GatewayConfig
+
+__all__ = ["GatewayAuthenticator", "authenticator_for"]
+
+
+class GatewayAuthenticator:
+    """Secure-authentication crypto for every partner of one gateway."""
+
+    def __init__(
+        self, own_key: rsa.RSAPrivateKey, own_cert: x509.Certificate, partners: dict[str, x509.Certificate]
+    ):
+        self._key = own_key
+        self._cert = own_cert
+        self._partners = {code.strip().upper(): cert for code, cert in partners.items()}
+
+    def make_challenge(self, partner_code: str) -> tuple[bytes, bytes]:
+        """An AUCH challenge for the partner's authentication certificate (ESID 11 if none)."""
+        return make_challenge(self._partners.get(partner_code.strip().upper()))
+
+    def answer_challenge(self, challenge: bytes) -> bytes:
+        """Decrypt the partner's challenge with our authentication key."""
+        return answer_challenge(challenge, self._key, self._cert)
+
+
+def authenticator_for(config: GatewayConfig) -> GatewayAuthenticator | None:
+    """The authenticator of a configuration, or ``None`` when ``identity.auth`` is not set."""
+    pair = config.identity.auth
+    if pair is None:
+        return None
+    password = pair.key_password.get_secret_value() if pair.key_password else None
+    key = load_private_key(pair.key, password)
+    cert = load_certificate(pair.cert)
+    partners = {
+        p.odette_id: load_certificate(p.certificates.auth)
+        for p in config.partners.values()
+        if p.certificates.auth is not None
+    }
+    return GatewayAuthenticator(key, cert, partners)
