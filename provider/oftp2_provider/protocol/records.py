@@ -508,10 +508,15 @@ class DataDecoder:
         return bytes(data), bool(h & EOR)
 
     def _scan(self, data: bytes) -> tuple[bytes, int]:
-        """General subrecord loop for output written as received (no prefix, no separator)."""
+        """The general subrecord loop (any header mix, compression, prefixes, separators)."""
         parts: list[bytes] = []
         append = parts.append
+        hold = self.v_prefix
+        held = self._parts
+        open_len = self._open
+        separator = self.record_separator
         records = 0
+        units = 0
         opened = self.in_record
         n = len(data)
         i = 0
@@ -524,7 +529,7 @@ class DataDecoder:
                     raise DecodeError(
                         f"DATA: compressed subrecord at offset {i} has no octet to repeat", _INVALID
                     )
-                append(data[i : i + 1] * count)
+                chunk = data[i : i + 1] * count
                 i += 1
             else:
                 j = i + count
@@ -532,25 +537,44 @@ class DataDecoder:
                     raise DecodeError(
                         f"DATA: subrecord at offset {i} announces {count} octets, only {n - i} left", _INVALID
                     )
-                append(data[i:j])
+                chunk = data[i:j]
                 i = j
+            units += count
+            if not hold:
+                if count:
+                    append(chunk)
+            elif count:
+                held.append(chunk)
+                open_len += count
+                if open_len > 0xFFFF:
+                    raise DecodeError(
+                        f"DATA: V record longer than 65535 octets ({open_len}) cannot be length-prefixed",
+                        _INVALID,
+                    )
             if h & EOR:
                 records += 1
                 opened = False
+                if hold:
+                    append(open_len.to_bytes(2, "big"))
+                    parts.extend(held)
+                    held.clear()
+                    open_len = 0
+                if separator:
+                    append(separator)
             elif count:
                 opened = True
-        out = b"".join(parts)
-        self.unit_count += len(out)
+        self._open = open_len
+        self.unit_count += units
         self.record_count += records
         self.in_record = opened
-        return out, records
+        return b"".join(parts), records
 
     def feed(self, payload: bytes | memoryview) -> tuple[bytes, int]:
         """Decode one DATA payload; return the octets to append to the file and the records completed."""
-        fast = self._fast(payload)
-        if fast is not None:
-            data, eor = fast
-            if not self.v_prefix and not self.record_separator:
+        if not self.v_prefix and not self.record_separator:
+            fast = self._fast(payload)
+            if fast is not None:
+                data, eor = fast
                 self.unit_count += len(data)
                 if eor:
                     self.record_count += 1
@@ -558,43 +582,7 @@ class DataDecoder:
                     return data, 1
                 self.in_record = self.in_record or bool(data)
                 return data, 0
-            pieces = [(data, eor)]
-        elif not self.v_prefix and not self.record_separator:
-            return self._scan(bytes(payload))
-        else:
-            pieces = decode_subrecords(payload)
-        out: list[bytes] = []
-        records = 0
-        hold = self.v_prefix
-        separator = self.record_separator
-        for chunk, eor in pieces:
-            size = len(chunk)
-            self.unit_count += size
-            if hold:
-                if size:
-                    self._parts.append(chunk)
-                    self._open += size
-                    if self._open > 0xFFFF:
-                        raise DecodeError(
-                            f"DATA: V record longer than 65535 octets ({self._open}) cannot be length-prefixed",
-                            _INVALID,
-                        )
-            elif size:
-                out.append(chunk)
-            if eor:
-                records += 1
-                if hold:
-                    out.append(self._open.to_bytes(2, "big"))
-                    out.extend(self._parts)
-                    self._parts.clear()
-                    self._open = 0
-                if separator:
-                    out.append(separator)
-                self.in_record = False
-            elif size:
-                self.in_record = True
-        self.record_count += records
-        return b"".join(out), records
+        return self._scan(bytes(payload))
 
 
 def pack_records(
