@@ -900,13 +900,25 @@ class OFTPServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool | None = None
+    ) -> None:
+        """Run one Responder session on an already connected stream pair (Azure Relay, tunnels).
+
+        Counts towards ``max_sessions`` and ``sessions_completed`` like a TCP connection; ``tls``
+        (default: whether this server listens with TLS) is what handlers see in ``ctx.tls``.
+        """
+        await self._on_connection(reader, writer, tls=tls)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool | None = None
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._active += 1
         try:
-            await self._run(reader, writer)
+            await self._run(reader, writer, self._tls if tls is None else tls)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -917,11 +929,11 @@ class OFTPServer:
             self.sessions_completed += 1
             self._done.set()
 
-    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: bool) -> None:
         peer = writer.get_extra_info("peername")
         peer_addr = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         session = Session(Role.RESPONDER, self.config, name=f"server-{next(_ids)}")
-        ctx = SessionContext(session.name, Role.RESPONDER, peer_addr, tls=self._tls)
+        ctx = SessionContext(session.name, Role.RESPONDER, peer_addr, tls=tls)
         driver = _Driver(session, reader, writer, self.config, ctx)
         handler = self.handler_factory(ctx)
         t = self.config.timeouts

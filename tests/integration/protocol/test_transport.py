@@ -26,6 +26,7 @@ from oftp2_provider.protocol.commands import EERP, ProtocolLevel, RecordFormat
 from oftp2_provider.protocol.errors import EsidReason, SessionRejected
 from oftp2_provider.protocol.transport import (
     OFTPClient,
+    OFTPServer,
     SessionAborted,
     client_ssl_context,
     server_ssl_context,
@@ -423,3 +424,25 @@ async def test_handler_failure_ends_with_esid_99(responder_factory: Callable[...
         await client.send_eerp(EERP("X", "20240101", "1200000001", SERVER, CLIENT))
     assert info.value.reason == EsidReason.UNSPECIFIED
     await client.close()
+
+
+async def test_handle_connection_on_foreign_streams(tmp_path: Path, payload: Callable[..., Path]) -> None:
+    handlers: list[SessionHandlerBase] = []
+
+    def factory(ctx: object) -> SessionHandlerBase:
+        handlers.append(SessionHandlerBase(tmp_path / "relay-inbox"))
+        return handlers[-1]
+
+    oftp = OFTPServer(server_config(), factory)  # never listens itself
+
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await oftp.handle_connection(reader, writer, tls=True)
+
+    tunnel = await asyncio.start_server(bridge, "127.0.0.1", 0)
+    port = tunnel.sockets[0].getsockname()[1]
+    src = payload(2000)
+    async with tunnel, OFTPClient(client_config(), "127.0.0.1", port) as client:
+        assert (await client.send_file(outbound(src))).ok
+    await oftp.wait_sessions(1, timeout=5)
+    assert (tmp_path / "relay-inbox" / src.name.upper()).read_bytes() == src.read_bytes()
+    assert oftp.outcomes[0].ok
