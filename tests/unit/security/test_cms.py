@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from oftp2_provider.pki import PKIBundle
 from oftp2_provider.protocol.cms import (
@@ -129,9 +131,7 @@ def test_include_cert_embeds_the_signer(
         sign_cert=test_pki.client.cert,
         include_cert=True,
     )
-    der = test_pki.client.cert.public_bytes(
-        __import__("cryptography").hazmat.primitives.serialization.Encoding.DER
-    )
+    der = test_pki.client.cert.public_bytes(serialization.Encoding.DER)
     assert der not in (tmp_path / "a").read_bytes()
     assert der in (tmp_path / "b").read_bytes()
 
@@ -431,3 +431,49 @@ def test_malformed_signer_name_is_a_typed_error(test_pki: PKIBundle) -> None:
     broken = signed.replace(issuer_cn, b"\xf3" + issuer_cn[1:])
     with pytest.raises(UnknownSigner, match="unreadable name"):
         verify_signed_bytes(broken, verify_certs=[test_pki.client.cert])
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_parallel_zlib_is_one_ordinary_zlib_stream(tmp_path: Path, level: int) -> None:
+    from asn1crypto import cms as asn1_cms
+
+    from oftp2_provider.protocol.cms.writer import CompressSink
+
+    src = tmp_path / "src"
+    data = (b"repetitive OFTP2 text " * 120_000)[:2_500_000] + os.urandom(700_000)
+    src.write_bytes(data)
+    protect_file(src, tmp_path / "wire", suite=0, compress=True, compression_level=level, chunk_size=333_333)
+    wire = (tmp_path / "wire").read_bytes()
+    parsed = asn1_cms.ContentInfo.load(wire)  # an independent BER parser and zlib.decompress
+    assert parsed["content"].decompressed == data
+    assert zlib.decompress(b"".join(_zlib_stream(parsed))) == data
+    with pytest.raises(ValueError, match="not 0-9"):
+        CompressSink(_Null(), level=10)
+
+
+def _zlib_stream(parsed: object) -> list[bytes]:
+    content = parsed["content"]["encap_content_info"]["content"]  # type: ignore[index]
+    return [bytes(content.native)]
+
+
+class _Null:
+    def write(self, data: bytes, /) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_abort_mid_compression_stops_the_workers(tmp_path: Path) -> None:
+    import threading
+
+    from oftp2_provider.protocol.cms import SecureFileWriter
+
+    before = {t.name for t in threading.enumerate()}
+    writer = SecureFileWriter(tmp_path / "out", suite=4, compress=True)
+    writer.write(b"x" * 3_000_000)
+    writer.abort()
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    leftover = {t.name for t in threading.enumerate() if t.is_alive()} - before
+    assert not [n for n in leftover if n.startswith(("oftp2-zlib", "oftp2-hash"))], leftover

@@ -176,12 +176,13 @@ class SecureFileWriter:
         self._original = 0
         self._done = False
         self._sign_sink: SignSink | None = None
+        self._compress_sink: CompressSink | None = None
         sink: Sink = self._file
         try:
             if encrypt_for is not None:
                 sink = EnvelopeSink(sink, recipient=encrypt_for, cipher=self.suite.cipher)
             if compress:
-                sink = CompressSink(sink, level=compression_level)
+                sink = self._compress_sink = CompressSink(sink, level=compression_level)
             if sign_key is not None and sign_cert is not None:
                 sink = self._sign_sink = SignSink(
                     sink,
@@ -233,6 +234,8 @@ class SecureFileWriter:
         self._file.hash.close()
         if self._sign_sink is not None:
             self._sign_sink.hash.close()
+        if self._compress_sink is not None:
+            self._compress_sink.discard()
         self._fh.close()
         self._tmp.unlink(missing_ok=True)
 

@@ -13,6 +13,8 @@ streams and the signature is written at the end: no second pass and no size know
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import datetime as dt
 import hashlib
 import os
@@ -150,12 +152,44 @@ class SignSink:
         self._out.close()
 
 
-class CompressSink:
-    """CMS CompressedData (RFC 3274, zlib), content type id-data."""
+#: zlib header FLG octet per compression level (FLEVEL bits; FCHECK makes CMF*256+FLG a multiple of 31).
+_ZLIB_FLG = {0: 0x01, 1: 0x01, 2: 0x5E, 3: 0x5E, 4: 0x5E, 5: 0x5E, 6: 0x9C, 7: 0xDA, 8: 0xDA, 9: 0xDA}
+_WINDOW = 32 * 1024
 
-    def __init__(self, out: Sink, *, level: int = 6) -> None:
+
+def _deflate_block(data: bytes, dictionary: bytes, level: int) -> bytes:
+    """Raw deflate of one block, primed with the previous 32 KiB, ending on a byte boundary."""
+    z = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=dictionary) if dictionary else None
+    if z is None:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+
+
+class CompressSink:
+    """CMS CompressedData (RFC 3274, zlib), content type id-data.
+
+    The zlib stream is built from independently deflated 1 MiB blocks, each primed with the 32 KiB
+    before it (the way ``pigz`` parallelises zlib), so *threads* blocks compress at once; the output
+    is one ordinary zlib stream (header, deflate blocks, Adler-32).
+    """
+
+    def __init__(
+        self, out: Sink, *, level: int = 6, threads: int | None = None, block_size: int = 1 << 20
+    ) -> None:
+        if not 0 <= level <= 9:
+            raise ValueError(f"zlib compression level {level} is not 0-9")
         self._out = out
-        self._z = zlib.compressobj(level)
+        self._level = level
+        self._block = block_size
+        self._pending = bytearray()
+        self._window = b""
+        self._adler = 1
+        workers = threads or min(4, os.cpu_count() or 1)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="oftp2-zlib"
+        )
+        self._in_flight: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
+        self._max_in_flight = workers * 2
         out.write(
             _content_info_start(asn1.OID_COMPRESSED_DATA)
             + indefinite(0x10)  # CompressedData
@@ -166,16 +200,46 @@ class CompressSink:
             + indefinite(0x80)
             + indefinite(0x04)
         )
+        _octets(out, bytes([0x78, _ZLIB_FLG[level]]))
+
+    def _submit(self, block: bytes) -> None:
+        self._adler = zlib.adler32(block, self._adler)
+        self._in_flight.append(self._pool.submit(_deflate_block, block, self._window, self._level))
+        self._window = block[-_WINDOW:] if len(block) >= _WINDOW else (self._window + block)[-_WINDOW:]
+        while len(self._in_flight) > self._max_in_flight:
+            _octets(self._out, self._in_flight.popleft().result())
 
     def write(self, data: bytes, /) -> None:
         """Add content octets."""
-        _octets(self._out, self._z.compress(data))
+        if not self._pending and len(data) == self._block:
+            self._submit(bytes(data))
+            return
+        self._pending += data
+        while len(self._pending) >= self._block:
+            self._submit(bytes(self._pending[: self._block]))
+            del self._pending[: self._block]
 
     def close(self) -> None:
-        """Flush zlib and close the structure."""
-        _octets(self._out, self._z.flush())
+        """Compress what is left, end the zlib stream and close the structure."""
+        try:
+            if self._pending:
+                self._submit(bytes(self._pending))
+                self._pending.clear()
+            while self._in_flight:
+                _octets(self._out, self._in_flight.popleft().result())
+        finally:
+            self._pool.shutdown(wait=True)
+        # An empty final fixed-Huffman block, then the Adler-32 of the uncompressed data.
+        _octets(self._out, b"\x03\x00" + self._adler.to_bytes(4, "big"))
         self._out.write(EOC * 6)
         self._out.close()
+
+    def discard(self) -> None:
+        """Stop the worker threads without finishing the output."""
+        for future in self._in_flight:
+            future.cancel()
+        self._in_flight.clear()
+        self._pool.shutdown(wait=True)
 
 
 class EnvelopeSink:
