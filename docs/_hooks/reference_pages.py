@@ -42,13 +42,13 @@ EXCLUDED = frozenset({"oftp2_provider.get_provider_info", "oftp2_provider.demo"}
 GROUP_TITLES = {
     "": "Package",
     "protocol": "Protocol engine",
-    "relay": "Azure Relay",
-    "ledger": "Ledger",
-    "gateway": "Gateway",
     "hooks": "Hooks",
     "operators": "Operators",
     "sensors": "Sensors",
     "triggers": "Triggers",
+    "ledger": "Ledger",
+    "gateway": "Gateway",
+    "relay": "Azure Relay",
 }
 
 _MARKER = "<!-- oftp2:module-list -->"
@@ -185,14 +185,21 @@ def page_content(module: str) -> str:
 
 
 def reference_nav(modules: list[str]) -> list[Any]:
-    """The nav entries of the Reference section: the overview page, then one group per sub-package."""
+    """The nav entries of the Reference section: the overview page, then one group per sub-package.
+
+    A sub-package's own ``__init__`` goes into its group; groups follow :data:`GROUP_TITLES`.
+    Entries are titled without the ``oftp2_provider.`` prefix.
+    """
     groups: dict[str, list[dict[str, str]]] = {}
     for module in modules:
         parts = module.split(".")
-        group = parts[1] if len(parts) > 2 else ""
-        groups.setdefault(group, []).append({module: page_path(module)})
+        is_package = any(other.startswith(module + ".") for other in modules)
+        group = parts[1] if len(parts) > 2 or (len(parts) == 2 and is_package) else ""
+        title = module.removeprefix(PACKAGE + ".")
+        groups.setdefault(group, []).append({title: page_path(module)})
+    order = list(GROUP_TITLES)
     nav: list[Any] = ["reference/index.md"]
-    for group in sorted(groups, key=lambda g: (g != "", g)):
+    for group in sorted(groups, key=lambda g: (order.index(g) if g in order else len(order), g)):
         nav.append({GROUP_TITLES.get(group, group): groups[group]})
     return nav
 

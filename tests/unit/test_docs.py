@@ -283,3 +283,26 @@ def test_cli_page_shows_every_sub_command(site: Site) -> None:
     assert "oftp2:cli-help" not in text
     for name in names:
         assert f"oftp2 {name}" in text, name
+
+
+def test_reference_nav_groups_packages_with_their_modules() -> None:
+    hook = _load_hook("reference_pages")
+    nav = hook.reference_nav(
+        [
+            "oftp2_provider.cli",
+            "oftp2_provider.ledger",
+            "oftp2_provider.ledger.store",
+            "oftp2_provider.protocol.codec",
+        ]
+    )
+    assert nav == [
+        "reference/index.md",
+        {"Package": [{"cli": "reference/oftp2_provider.cli.md"}]},
+        {"Protocol engine": [{"protocol.codec": "reference/oftp2_provider.protocol.codec.md"}]},
+        {
+            "Ledger": [
+                {"ledger": "reference/oftp2_provider.ledger.md"},
+                {"ledger.store": "reference/oftp2_provider.ledger.store.md"},
+            ]
+        },
+    ]
