@@ -165,13 +165,20 @@ class PartialFile:
 
     async def write(self, data: bytes) -> None:
         """Append ``data`` (batched; the disk write and hashing run in a worker thread)."""
-        if not data:
-            return
-        self.size += len(data)
-        self._batch.append(data)
-        self._batched += len(data)
-        if self._batched >= _BATCH:
+        if self.append(data):
             await self._dispatch()
+
+    def append(self, data: bytes) -> bool:
+        """Add ``data`` to the batch without awaiting; True when :meth:`dispatch` should run now."""
+        if data:
+            self.size += len(data)
+            self._batch.append(data)
+            self._batched += len(data)
+        return self._batched >= _BATCH
+
+    async def dispatch(self) -> None:
+        """Hand the batch to the worker thread (after the previous batch is written)."""
+        await self._dispatch()
 
     async def _dispatch(self) -> None:
         if self._pending is not None:

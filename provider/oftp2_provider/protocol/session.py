@@ -502,11 +502,14 @@ class Session:
         return data
 
     def _release_held(self) -> None:
-        while self._tx_held and self._sm.state is State.OPO:
-            self._sm.send("DATA")
-            buf = self._tx_held.popleft()
-            self._out.append(framing.header(len(buf)))  # STH and buffer are joined once in _take()
-            self._out.append(buf)
+        held = self._tx_held
+        n = self._sm.send_data_buffers(len(held)) if held else 0
+        out = self._out
+        header = framing.header
+        for _ in range(n):
+            buf = held.popleft()
+            out.append(header(len(buf)))  # STH and buffer are joined once in _take()
+            out.append(buf)
 
     def send_data(self, chunk: bytes, eor: bool = False) -> bytes:
         """Speaker: encode file octets into DATA buffers; returns what the credit allows to send now.

@@ -297,6 +297,19 @@ class StateMachine:
         self.state = new
         return new
 
+    def send_data_buffers(self, count: int) -> int:
+        """Speaker fast path: account for up to ``count`` DATA buffers at once; returns how many fit.
+
+        Same rule as ``count`` calls of ``send("DATA")``: only in OPO, one credit each, OPOWFC at 0.
+        """
+        if self.state is not State.OPO or self.owes_cd:
+            return 0
+        n = min(count, self.credit)
+        self.credit -= n
+        if self.credit <= 0:
+            self.state = State.OPOWFC
+        return n
+
     def listener_needs_cdt(self) -> bool:
         """Listener: the credit counter reached 0, a CDT is due now."""
         return self.state is State.OPI and self.credit <= 0

@@ -528,10 +528,15 @@ class _Driver:
         self.write(s.accept_file(restart))
         try:
             while True:
-                ev = await self.next_event(self.config.timeouts.read)
+                # take what is already decoded without a trip through the event loop; read when empty
+                nev = s.next_event()
+                ev = nev if nev is not None else await self.next_event(self.config.timeouts.read)
                 if isinstance(ev, DataReceived):
-                    await sink.write(ev.data)
+                    if sink.append(ev.data):
+                        await sink.dispatch()
                     continue
+                if nev is not None and isinstance(ev, SessionEnded):
+                    await self._ended(ev)
                 if isinstance(ev, SessionEnded):
                     await sink.close()
                     log.warning(

@@ -265,3 +265,11 @@ def test_initiator_without_auth_starts_as_speaker() -> None:
     rsp = StateMachine(State.A_WF_CONRS)
     rsp.set_role(False)
     assert rsp.send("SSID") is State.IDLELI
+
+
+def test_bulk_data_accounting_matches_single_steps() -> None:
+    bulk = machine(State.OPO, window=5, credit=5)
+    assert bulk.send_data_buffers(3) == 3 and bulk.state is State.OPO and bulk.credit == 2
+    assert bulk.send_data_buffers(7) == 2 and bulk.state is State.OPOWFC and bulk.credit == 0
+    assert bulk.send_data_buffers(1) == 0  # no credit: nothing may go
+    assert machine(State.IDLESP).send_data_buffers(4) == 0
