@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oftp2_provider.ledger import Ledger
-from tests.unit.ledger.conftest import make_key  # noqa: F401  (re-exported fixture)
+from tests.unit.ledger.conftest import ledger_dir, make_key  # noqa: F401  (re-exported fixtures)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -28,34 +28,33 @@ def pg_ledger_uri(postgres_server: object) -> str:
     return str(postgres_server.get_uri(name))  # type: ignore[attr-defined]
 
 
-def _truncate(uri: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(uri)
-    conn.autocommit = True
-    with conn.cursor() as cur:
+def _truncate(led: Ledger) -> None:
+    with led._backend.transaction() as cur:
         cur.execute("TRUNCATE events, receipts, transfers RESTART IDENTITY CASCADE")
-    conn.close()
 
 
-def open_ledger(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
-    """A migrated, empty ledger on ``backend`` (``sqlite`` or ``postgresql``)."""
-    if backend == "sqlite":
-        led = Ledger.from_sqlite(tmp_path / "ledger.db")
-        led.migrate()
-        return led
-    uri = request.getfixturevalue("pg_ledger_uri")
-    led = Ledger.from_uri(uri)
+@pytest.fixture(scope="module")
+def pg_ledger(pg_ledger_uri: str) -> Iterator[Ledger]:
+    """One migrated PostgreSQL ledger object per module (connections reused between tests)."""
+    led = Ledger.from_uri(pg_ledger_uri)
     led.migrate()
-    _truncate(uri)
-    return led
-
-
-@pytest.fixture(params=BACKENDS)
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """A migrated, empty ledger, once on SQLite and once on the embedded PostgreSQL."""
-    led = open_ledger(request.param, request, tmp_path)
     try:
         yield led
     finally:
         led.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger(request: pytest.FixtureRequest, ledger_dir: Path) -> Iterator[Ledger]:  # noqa: F811
+    """A migrated, empty ledger, once on SQLite and once on the embedded PostgreSQL."""
+    if request.param == "sqlite":
+        led = Ledger.from_sqlite(ledger_dir / "ledger.db")
+        led.migrate()
+        try:
+            yield led
+        finally:
+            led.close()
+    else:
+        led = request.getfixturevalue("pg_ledger")
+        _truncate(led)
+        yield led

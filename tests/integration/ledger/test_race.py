@@ -32,10 +32,10 @@ ctx = multiprocessing.get_context("fork")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def race_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def race_uri(request: pytest.FixtureRequest, ledger_dir: Path) -> Iterator[str]:
     """An empty, migrated ledger location shared by the racing processes."""
     if request.param == "sqlite":
-        uri = "sqlite:///" + quote(str(tmp_path / "race.db"))
+        uri = "sqlite:///" + quote(str(ledger_dir / "race.db"))
     else:
         uri = request.getfixturevalue("postgres_uri")
     led = Ledger.from_uri(uri)
@@ -45,10 +45,10 @@ def race_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def empty_uri(request: pytest.FixtureRequest, ledger_dir: Path) -> str:
     """A ledger location with no schema yet."""
     if request.param == "sqlite":
-        return "sqlite:///" + quote(str(tmp_path / "empty.db"))
+        return "sqlite:///" + quote(str(ledger_dir / "empty.db"))
     return str(request.getfixturevalue("postgres_uri"))
 
 
