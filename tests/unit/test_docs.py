@@ -306,3 +306,18 @@ def test_reference_nav_groups_packages_with_their_modules() -> None:
             ]
         },
     ]
+
+
+def test_logger_names_in_troubleshooting_exist() -> None:
+    page = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+    section = page[page.index("## Logs") : page.index("## Failures without a reason code")]
+    names = re.findall(r"^\| `(oftp2[\w.]*)`", section, flags=re.M)
+    assert names
+    provider = ROOT / "provider"
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in provider.rglob("*.py"))
+    for name in names:
+        module_file = provider / (name.replace(".", "/") + ".py")
+        named_by_module = module_file.is_file() and "getLogger(__name__)" in module_file.read_text(
+            encoding="utf-8"
+        )
+        assert named_by_module or f'getLogger("{name}")' in sources, f"no logger named {name}"
