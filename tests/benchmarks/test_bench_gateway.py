@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from oftp2_provider.ledger import Direction, Ledger, ReceiptState, TransferStatus
-from oftp2_provider.protocol.api import OutboundFile, SessionConfig, SessionHandlerBase
+from oftp2_provider.protocol.api import OutboundFile, SessionConfig, SessionHandlerBase, Timeouts
 from oftp2_provider.protocol.transport import OFTPClient
 
 SESSIONS = int(os.environ.get("OFTP2_BENCH_SESSIONS", "500"))
@@ -111,11 +111,19 @@ password = "CLPW"
     return path
 
 
-async def _session(port: int, index: int, source: Path) -> tuple[float, bool, list[str]]:
+async def _session(
+    port: int, index: int, source: Path, connecting: asyncio.Semaphore
+) -> tuple[float, bool, list[str]]:
     handler = SessionHandlerBase()
     started = time.perf_counter()
-    client = OFTPClient(SessionConfig(CLIENT_ID, "CLPW"), "127.0.0.1", port, handler=handler)
-    await client.connect()
+    timeouts = Timeouts(connect=120, read=120, idle=120)
+    client = OFTPClient(
+        SessionConfig(CLIENT_ID, "CLPW", timeouts=timeouts), "127.0.0.1", port, handler=handler
+    )
+    # all sessions run at the same time; only the TCP/SSID set-up is paced so the listen backlog
+    # (100 in asyncio) does not overflow and stall connections in the kernel
+    async with connecting:
+        await client.connect()
     result = await client.send_file(
         OutboundFile(dsn=f"BENCH{index:06d}", originator=CLIENT_ID, destination=GW_ID, path=source)
     )
@@ -126,8 +134,9 @@ async def _session(port: int, index: int, source: Path) -> tuple[float, bool, li
 
 async def _run_sessions(port: int, source: Path) -> tuple[float, list[float], int, int]:
     started = time.perf_counter()
+    connecting = asyncio.Semaphore(64)
     results = await asyncio.gather(
-        *(_session(port, i, source) for i in range(SESSIONS)), return_exceptions=True
+        *(_session(port, i, source, connecting) for i in range(SESSIONS)), return_exceptions=True
     )
     wall = time.perf_counter() - started
     times = [r[0] for r in results if isinstance(r, tuple)]

@@ -17,6 +17,7 @@ import signal
 import ssl
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -565,9 +566,12 @@ class Gateway:
 
 async def run_gateway(config: GatewayConfig, *, ready: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    # ledger calls run in threads: with many concurrent sessions the default pool (CPUs + 4) is
+    # the bottleneck, not the database
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="oftp2-io"))
     gateway = Gateway(config)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:

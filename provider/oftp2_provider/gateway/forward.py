@@ -32,11 +32,13 @@ from typing import Any
 
 from oftp2_provider.ledger import (
     AsyncLedger,
+    Direction,
     InvalidTransition,
     LedgerError,
     ReceiptKind,
     ReceiptState,
     Transfer,
+    TransferStatus,
     VirtualFileKey,
 )
 from oftp2_provider.protocol.api import (
@@ -553,6 +555,12 @@ class LedgerSessionHandler:
         if ctx.negotiated is not None and not ctx.negotiated.can_send:
             return []
         while True:
+            # a read first: claiming is a write transaction, most turns have nothing queued
+            queued = await self.ctx.ledger.list_transfers(
+                partner=self.partner_id, status=TransferStatus.QUEUED, direction=Direction.OUTBOUND, limit=1
+            )
+            if not queued:
+                return []
             claimed = await self.ctx.ledger.claim_outbound(
                 self.partner_id, self.ctx.node, session_id=self.session_id
             )
