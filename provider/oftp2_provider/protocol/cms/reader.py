@@ -333,8 +333,8 @@ def signed_layer(
     """Read a ContentInfo(SignedData), yield the content, then verify the signature.
 
     The last chunk is yielded before verification completes: callers write to a temporary file and
-    present it only when this generator finished without raising.  With *detached_content* the
-    SignedData must have no eContent and the signature is checked over those octets.
+    present it only when this generator finished without raising.  *detached_content* is what the
+    signature covers when the SignedData carries no eContent (a detached signature).
     """
     r = BerReader(source)
     try:
@@ -358,8 +358,6 @@ def signed_layer(
             for hasher in hashers.values():
                 hasher.update(detached_content)
         else:
-            if detached_content is not None:
-                log.info("SignedData carries its content; the detached content is ignored")
             explicit, inner = content
             for chunk in r.octet_chunks(inner, chunk_size):
                 for hasher in hashers.values():
