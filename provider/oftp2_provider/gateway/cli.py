@@ -116,10 +116,6 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from . import daemon  # imports the ledger (and Airflow, which configures logging) first
-
-    del daemon
-    setup_logging(config.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
     if args.check:
         print(
             json.dumps(
@@ -134,6 +130,10 @@ def main(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    from . import daemon  # imports the ledger (and Airflow, which configures logging) first
+
+    del daemon
+    setup_logging(config.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
     if args.call:
         return asyncio.run(_call(config, args.call))
     from .daemon import run_gateway

@@ -55,7 +55,7 @@ from .api import ApiError, ControlApi, to_json
 from .config import GatewayConfig, PartnerConfig, RelayListener, TcpListener, TlsListener
 from .events import EventBus, EventName
 from .forward import GatewayContext, LedgerSessionHandler, inbox_name, sha256_file
-from .security import authenticator_for
+from .security import ReceiptKeys, authenticator_for
 
 __all__ = ["CallResult", "Gateway", "open_ledger", "run_gateway"]
 
@@ -122,6 +122,7 @@ class Gateway:
             bus=self.bus,
             policy=AcceptPolicy(config, accept_hook),
             node=config.node_name(),
+            receipt_keys=ReceiptKeys(config),
         )
         self.listeners = [_Listener(cfg) for cfg in config.listeners]
         self.api: ControlApi | None = None

@@ -70,6 +70,7 @@ from oftp2_provider.protocol.errors import EfnaReason, SfnaReason
 from .accept import AcceptPolicy
 from .config import GatewayConfig, PartnerConfig
 from .events import EventBus, EventName
+from .security import ReceiptKeys
 
 __all__ = ["GatewayContext", "LedgerSessionHandler", "inbox_name"]
 
@@ -96,6 +97,8 @@ class GatewayContext:
     handlers: set[LedgerSessionHandler] = field(default_factory=set)
     #: Set when the gateway shuts down: new sessions get ESID 05, nothing new is sent.
     stopping: bool = False
+    #: Keys for signing our receipts and verifying the partners' (None: unsigned only).
+    receipt_keys: ReceiptKeys | None = None
     #: Inbound transfers whose receipt a session of this gateway is sending right now (so that
     #: concurrent sessions with the same partner do not all send the same EERP).
     receipts_claimed: set[int] = field(default_factory=set)
@@ -428,10 +431,20 @@ class LedgerSessionHandler:
         from oftp2_provider.protocol.codec import encode
 
         raw = encode(receipt, level)
-        verification = "UNSIGNED" if not receipt.signature else "NOT_VERIFIED"
-        accepted = True
-        if self.partner is not None and self.partner.security.require_signed_receipts:
-            accepted = verification == "VERIFIED"
+        verification = "unsigned"
+        detail = ""
+        required = self.partner is not None and self.partner.security.require_signed_receipts
+        if (receipt.signature or required) and self.ctx.receipt_keys is not None and self.partner is not None:
+            sent = await self.ctx.ledger.find(key, Direction.OUTBOUND)
+            suite = sent.cipher_suite if sent is not None else self.partner.security.cipher_suite
+            path = Path(sent.local_path) if sent is not None and sent.local_path else None
+            result = await asyncio.to_thread(
+                self.ctx.receipt_keys.verify, receipt, self.partner_id, suite, path
+            )
+            verification, detail = result.outcome.value, result.detail
+        accepted = verification == "verified" if required else True
+        if not accepted or verification not in ("verified", "unsigned"):
+            self._log(logging.WARNING, "%s for %s: %s %s", type(receipt).__name__, key, verification, detail)
         reason = receipt.reason if isinstance(receipt, NERP) else None
         text = receipt.text if isinstance(receipt, NERP) else None
         transfer = await self.ctx.ledger.record_receipt(
@@ -531,6 +544,18 @@ class LedgerSessionHandler:
             signed_eerp=transfer.signed_eerp,
         )
 
+    async def _signed(self, receipt: EERP | NERP, transfer: Transfer, level: ProtocolLevel) -> EERP | NERP:
+        keys = self.ctx.receipt_keys
+        if not transfer.signed_eerp or keys is None or level < ProtocolLevel.V2_0 or not transfer.local_path:
+            return receipt
+        try:
+            return await asyncio.to_thread(
+                keys.sign, receipt, transfer.cipher_suite, Path(transfer.local_path)
+            )
+        except (OSError, ValueError) as exc:  # unable to sign: an unsigned receipt is still allowed
+            self._log(logging.WARNING, "cannot sign the receipt: %s", exc, transfer_id=transfer.id)
+            return receipt
+
     async def outbound(self, ctx: SessionContext) -> Sequence[OutboundItem]:
         """Due receipts first, then one claimed outbound file at a time."""
         await self._confirm_receipts_in_flight()
@@ -548,7 +573,7 @@ class LedgerSessionHandler:
             if receipt is None:
                 self.ctx.receipts_claimed.discard(transfer.id)
                 continue
-            items.append(receipt)
+            items.append(await self._signed(receipt, fresh, level))
             self._receipts_in_flight.append(transfer.id)
         if items:
             return items

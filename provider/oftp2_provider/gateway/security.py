@@ -1,4 +1,4 @@
-"""The gateway's keys at work: OFTP2 secure authentication (SECD/AUCH/AURP) for the engine.
+"""The gateway's keys at work: secure authentication (SECD/AUCH/AURP) and signed receipts.
 
 :class:`GatewayAuthenticator` implements the engine's
 :class:`~oftp2_provider.protocol.api.Authenticator` with ``identity.auth`` (our key, which
@@ -9,15 +9,19 @@ path or password fails the start, not a session.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from oftp2_provider.protocol.auth import answer_challenge, make_challenge
 from oftp2_provider.protocol.certs import load_certificate, load_private_key
+from oftp2_provider.protocol.commands import EERP, NERP
+from oftp2_provider.protocol.receipts import ReceiptVerification, file_hash, sign_receipt, verify_receipt
 
 from .config import GatewayConfig
 
-__all__ = ["GatewayAuthenticator", "authenticator_for"]
+__all__ = ["GatewayAuthenticator", "ReceiptKeys", "authenticator_for"]
 
 
 class GatewayAuthenticator:
@@ -53,3 +57,44 @@ def authenticator_for(config: GatewayConfig) -> GatewayAuthenticator | None:
         if p.certificates.auth is not None
     }
     return GatewayAuthenticator(key, cert, partners)
+
+
+class ReceiptKeys:
+    """Keys for signed EERP/NERP: ours (``identity.signing``) and the partners' (``certificates.signing``)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        pair = config.identity.signing
+        self.own: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None
+        if pair is not None:
+            password = pair.key_password.get_secret_value() if pair.key_password else None
+            self.own = (load_private_key(pair.key, password), load_certificate(pair.cert))
+        self.partners: dict[str, x509.Certificate] = {
+            p.odette_id: load_certificate(p.certificates.signing)
+            for p in config.partners.values()
+            if p.certificates.signing is not None
+        }
+
+    def sign(self, receipt: EERP | NERP, suite: int, transmitted: Path) -> EERP | NERP:
+        """Sign ``receipt`` over the hash of the file as received; unchanged when we cannot sign."""
+        if self.own is None or not suite:
+            return receipt
+        key, cert = self.own
+        digest = file_hash(transmitted, suite)
+        if isinstance(receipt, EERP):
+            return sign_receipt(receipt, suite=suite, key=key, cert=cert, file_hash=digest)
+        return sign_receipt(receipt, suite=suite, key=key, cert=cert, file_hash=digest)
+
+    def verify(
+        self, receipt: EERP | NERP, partner_id: str, suite: int, sent: Path | None
+    ) -> ReceiptVerification:
+        """Check a partner's receipt against its certificate and the hash of the file we sent."""
+        cert = self.partners.get(partner_id)
+        expected = None
+        if sent is not None and suite and sent.is_file():
+            try:
+                expected = file_hash(sent, suite)
+            except (OSError, ValueError):
+                expected = None
+        return verify_receipt(
+            receipt, suite=suite, partner_certs=[cert] if cert else [], expected_hash=expected
+        )

@@ -11,6 +11,7 @@ from typing import Any
 from oftp2_provider.gateway.daemon import Gateway
 from oftp2_provider.gateway.events import Event
 from oftp2_provider.ledger import Direction, ReceiptState, TransferStatus
+from oftp2_provider.pki import PKIBundle
 
 from .conftest import A_ID, B_ID, gateway_config
 
@@ -198,3 +199,62 @@ async def test_stuck_handler_is_killed_while_the_gateway_serves(
     await a.bus.drain(30)
     assert a.bus.pool.replaced == 1
     assert [e.data["timeout"] for e in a.bus.history if e.name == "handler.failed"] == [True]
+
+
+async def test_signed_receipts_are_verified(
+    tmp_path: Path, start_gateway: Callable[..., Any], test_pki: PKIBundle
+) -> None:
+    from oftp2_provider.gateway.config import parse_config
+
+    a: Gateway = await start_gateway(
+        parse_config(
+            {
+                "identity": {
+                    "odette_id": A_ID,
+                    "password": "OWNPW",
+                    "signing": {"cert": str(test_pki.server.cert_path), "key": str(test_pki.server.key_path)},
+                },
+                "state_dir": str(tmp_path / "a"),
+                "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": 0}],
+                "partners": {"b": {"odette_id": B_ID, "password": "BPW"}},
+            }
+        )
+    )
+
+    async def sender(base: str, signer_cert: Path) -> Gateway:
+        gw: Gateway = await start_gateway(
+            gateway_config(
+                tmp_path / base,
+                B_ID,
+                password="BPW",
+                partners={
+                    "a": {
+                        "odette_id": A_ID,
+                        "password": "OWNPW",
+                        "address": f"127.0.0.1:{a.port()}",
+                        "certificates": {"signing": str(signer_cert)},
+                        "security": {
+                            "cipher_suite": 4,
+                            "request_signed_receipt": True,
+                            "require_signed_receipts": True,
+                        },
+                    }
+                },
+            )
+        )
+        return gw
+
+    good = await sender("b", test_pki.server.cert_path)
+    sent = await good.submit_file("a", dsn="SIGNED.EERP", content=b"signed please" * 100)
+    assert (await good.call_partner("a")).receipts_received == 1
+    assert (await good.ledger.get(sent.id)).status is TransferStatus.DELIVERED
+    [receipt] = await good.ledger.receipts(sent.id)
+    assert receipt.verification == "verified"
+
+    # the sender trusts another certificate: the signed EERP is stored but not accepted
+    wrong = await sender("b2", test_pki.partner.cert_path)
+    sent = await wrong.submit_file("a", dsn="SIGNED.EERP2", content=b"x" * 100)
+    assert (await wrong.call_partner("a")).receipts_received == 1
+    assert (await wrong.ledger.get(sent.id)).status is TransferStatus.SENT
+    [receipt] = await wrong.ledger.receipts(sent.id)
+    assert receipt.verification == "unknown_certificate"
