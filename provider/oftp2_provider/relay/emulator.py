@@ -90,7 +90,8 @@ class RelayEmulator:
     """An in-process Azure Relay emulator: ``await start()`` / ``await stop()`` (restartable), or ``async with``.
 
     ``keys`` maps SAS key names to keys (default: one random ``RootManageSharedAccessKey``);
-    ``hybrid_connections`` lists the entity names (others get 404).  ``port=0`` picks a free port,
+    ``hybrid_connections`` lists the entity names (others get 404).  ``rights`` maps key names to
+    their rights (``Listen``, ``Send``, ``Manage``; default: all).  ``port=0`` picks a free port,
     kept across restarts.  ``ssl`` (a server context) makes it ``wss``/``https``.
     """
 
@@ -108,6 +109,7 @@ class RelayEmulator:
         accept_timeout: float = 30.0,
         request_timeout: float = 60.0,
         max_http_body: int = 64 * 1024 * 1024,
+        rights: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -120,6 +122,7 @@ class RelayEmulator:
         self.accept_timeout = accept_timeout
         self.request_timeout = request_timeout
         self.max_http_body = max_http_body
+        self.rights = {name: set(values) for name, values in (rights or {}).items()}
         self.stats: dict[str, int] = {
             "control_channels": 0,
             "renewals": 0,
@@ -222,8 +225,10 @@ class RelayEmulator:
                 return candidate, "/".join(segments[cut:])
         return None
 
-    def _check_token(self, raw: str | None, host_header: str, path: str) -> tuple[int, str] | None:
-        """None when fine, else (status, description)."""
+    def _check_token(
+        self, raw: str | None, host_header: str, path: str, right: str = "Listen"
+    ) -> tuple[int, str] | None:
+        """None when fine, else (status, description).  ``right``: Listen or Send."""
         if not raw:
             return 401, "MissingToken: the request has no ServiceBusAuthorization token"
         try:
@@ -234,6 +239,10 @@ class RelayEmulator:
             self.stats["auth_failures"] += 1
             status = 403 if "audience" in str(exc) else 401
             return status, f"InvalidToken: {exc}"
+        granted = self.rights.get(token.key_name, {"Listen", "Send", "Manage"})
+        if right not in granted and "Manage" not in granted:
+            self.stats["auth_failures"] += 1
+            return 403, f"Unauthorized: rule {token.key_name!r} lacks the {right} right"
         return None
 
     async def _reply(self, writer: asyncio.StreamWriter, status: int, text: str) -> None:
@@ -297,7 +306,8 @@ class RelayEmulator:
         entity, suffix = match
         if action in ("listen", "connect"):
             token = header(head.headers, "ServiceBusAuthorization") or query.get("sb-hc-token")
-            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}")
+            right = "Listen" if action == "listen" else "Send"
+            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}", right)
             if problem and (action == "listen" or self.requires_client_authorization):
                 await self._reply(writer, *problem)
                 return
@@ -503,7 +513,7 @@ class RelayEmulator:
         if not token and header(head.headers, "Authorization").startswith("SharedAccessSignature "):
             token, used_authorization = header(head.headers, "Authorization"), True
         if self.requires_client_authorization:
-            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}")
+            problem = self._check_token(token, header(head.headers, "Host"), f"{entity}/{suffix}", "Send")
             if problem:
                 await self._reply(writer, *problem)
                 return

@@ -444,3 +444,23 @@ async def test_sender_refuses_an_oversize_response(
     await (await _next_http(listener)).respond(200, {}, b"z" * 1001)
     with pytest.raises(RelayBodyTooLargeError, match="above 1000 bytes"):
         await call
+
+
+async def test_rule_rights_and_accept_timeout() -> None:
+    emu = RelayEmulator(
+        keys={"listen-only": "k1", "send-only": "k2"},
+        rights={"listen-only": ["Listen"], "send-only": ["Send"]},
+        accept_timeout=0.5,
+    )
+    async with emu:
+        with pytest.raises(RelayAuthorizationError, match="lacks the Listen right"):
+            await HybridConnectionListener(emu.address("hc1"), emu.token_provider("send-only")).open()
+        async with HybridConnectionListener(emu.address("hc1"), emu.token_provider("listen-only")) as lst:
+            wrong = HybridConnectionClient(emu.address("hc1"), emu.token_provider("listen-only"))
+            assert (await wrong.request("GET")).status == 403
+            sender = HybridConnectionClient(emu.address("hc1"), emu.token_provider("send-only"))
+            # a listener that never answers the accept: the held sender gets 504
+            with pytest.raises(RelayRejectedError) as timed_out:
+                await sender.connect()
+            assert timed_out.value.status == 504
+            assert isinstance(await lst.next_event(timeout=1), RelayedConnectionRequest)
