@@ -407,7 +407,10 @@ class Gateway:
         if error is not None and not handler.started:
             # never got a session (connect or SSID failed): session_ended did not clean up for us
             await handler.session_ended(client.ctx, outcome)
-        reason = outcome.reason if error is None else getattr(error, "reason", 99)
+        reason = outcome.reason
+        if error is not None:
+            code = getattr(error, "reason", None)  # OFTP errors carry the ESID code; ssl errors a string
+            reason = int(code) if isinstance(error, OFTPError) and isinstance(code, int) else 99
         text = outcome.text if error is None else str(error)
         ok = error is None and outcome.ok
         if not ok:
