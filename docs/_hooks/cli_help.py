@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,8 @@ from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
 
 ROOT = Path(__file__).resolve().parents[2]
-_MARKER = "<!-- oftp2:cli-help -->"
+#: The marker counts only alone on its line (so pages can show it in code).
+_MARKER = re.compile(r"^[ \t]*<!-- oftp2:cli-help -->[ \t]*$", flags=re.M)
 
 _COLLECT = """
 import argparse, json
@@ -72,8 +74,10 @@ def render(helps: dict[str, str]) -> str:
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Replace the marker with the generated command-line reference."""
-    if _MARKER not in markdown:
+    if not _MARKER.search(markdown):
         return markdown
     if os.environ.get("OFTP2_DOCS_QUICK") == "1":  # tests of the build machinery
-        return markdown.replace(_MARKER, "*(The help texts are left out of quick builds.)*")
-    return markdown.replace(_MARKER, render(collect_help()))
+        text = "*(The help texts are left out of quick builds.)*"
+    else:
+        text = render(collect_help())
+    return _MARKER.sub(lambda _: text, markdown)

@@ -335,7 +335,8 @@ TABLES: dict[str, tuple[type[IntEnum], Prose]] = {
     "nerp": (NerpReason, _nerp_prose()),
 }
 
-_MARKER = re.compile(r"<!--\s*oftp2:reason-codes\s+(\w+)\s*-->")
+#: A marker counts only alone on its line (so pages can show it in code).
+_MARKER = re.compile(r"^[ \t]*<!--\s*oftp2:reason-codes\s+(\w+)\s*-->[ \t]*$", flags=re.M)
 
 
 def sync_problems() -> list[str]:
@@ -383,5 +384,5 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """Replace every ``<!-- oftp2:reason-codes KIND -->`` marker with its generated table."""
+    """Replace every ``<!-- oftp2:reason-codes KIND -->`` line with its generated table."""
     return _MARKER.sub(lambda m: render_table(m.group(1)), markdown)

@@ -18,6 +18,7 @@ import ast
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,9 @@ GROUP_TITLES = {
     "relay": "Azure Relay",
 }
 
-_MARKER = "<!-- oftp2:module-list -->"
-_STATUS_MARKER = "<!-- oftp2:component-status -->"
+#: Markers count only alone on their line (so pages can show them in code).
+_MARKER = re.compile(r"^[ \t]*<!-- oftp2:module-list -->[ \t]*$", flags=re.M)
+_STATUS_MARKER = re.compile(r"^[ \t]*<!-- oftp2:component-status -->[ \t]*$", flags=re.M)
 
 #: The parts named in docs/architecture.md, as (module or package, what it is).
 COMPONENTS: tuple[tuple[str, str], ...] = (
@@ -257,9 +259,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     """Fill the module-list marker of ``reference/index.md`` and the component-status marker."""
-    if _STATUS_MARKER in markdown:
-        markdown = markdown.replace(_STATUS_MARKER, component_status(_modules))
-    if _MARKER not in markdown:
+    markdown = _STATUS_MARKER.sub(lambda _: component_status(_modules), markdown)
+    if not _MARKER.search(markdown):
         return markdown
     lines = [f"- [`{m}`]({m}.md)" for m in _modules]
     if _skipped:
@@ -267,4 +268,5 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         lines.append("Present in the tree but left out because they do not import at build time:")
         lines.append("")
         lines += [f"- `{m}`" for m in sorted(_skipped)]
-    return markdown.replace(_MARKER, "\n".join(lines))
+    listing = "\n".join(lines)
+    return _MARKER.sub(lambda _: listing, markdown)

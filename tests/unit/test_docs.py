@@ -108,6 +108,7 @@ def test_strict_build_produces_the_pages(site: Site) -> None:
         "architecture/index.html",
         "cli/index.html",
         "glossary/index.html",
+        "writing-docs/index.html",
         "reference/index.html",
         "reference/oftp2_provider.protocol.commands/index.html",
         "reference/oftp2_provider.protocol.errors/index.html",
