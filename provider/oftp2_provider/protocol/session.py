@@ -338,6 +338,11 @@ class Session:
         return bool(self._tx_held) or self._sm.state is State.OPOWFC
 
     @property
+    def held_buffers(self) -> int:
+        """Speaker: DATA buffers encoded but waiting for credit."""
+        return len(self._tx_held)
+
+    @property
     def tolerated(self) -> int:
         """How many peer irregularities were tolerated (stray CDT, SDEB+1 DATA)."""
         return self._sm.tolerated

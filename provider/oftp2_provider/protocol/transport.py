@@ -375,27 +375,36 @@ class _Driver:
         raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after EFID")
 
     async def _wait_credit(self) -> None:
+        await self.drain_if_needed()
         ev = await self.next_event(self.config.timeouts.read)
         if isinstance(ev, SessionEnded):
             raise self.failure(ev)
         if not isinstance(ev, CreditReceived):
             raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} during DATA")
+        self.write(self.session.data_to_send())  # the DATA the CDT released
 
     async def _wait_unblocked(self) -> None:
         while self.session.data_blocked:
-            await self.writer.drain()
             await self._wait_credit()
 
     async def _push(self, data: bytes, eor: bool, hasher: Any | None) -> None:
+        """Encode ``data``; what the credit allows goes out now, the rest waits for CDT.
+
+        At most about one credit window stays encoded ahead, so encoding the next window overlaps
+        with the partner processing the current one.
+        """
         if hasher is not None:
             hasher.update(data)
         if self.progress is not None:
             self.progress(len(data))
-        await self._wait_unblocked()
-        out = self.session.send_data(data, eor)
+        s = self.session
+        out = s.send_data(data, eor)
         if out:
             self.write(out)
             await self.drain_if_needed()
+        window = s.negotiated.credit if s.negotiated else 1
+        while s.held_buffers > window:
+            await self._wait_credit()
 
     def _chunk_size(self) -> int:
         neg = self.session.negotiated
@@ -532,6 +541,9 @@ class _Driver:
                 nev = s.next_event()
                 ev = nev if nev is not None else await self.next_event(self.config.timeouts.read)
                 if isinstance(ev, DataReceived):
+                    out = s.data_to_send()  # a CDT goes out as soon as it is due
+                    if out:
+                        self.write(out)
                     if sink.append(ev.data):
                         await sink.dispatch()
                     continue
