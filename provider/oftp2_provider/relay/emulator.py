@@ -570,10 +570,20 @@ class RelayEmulator:
             return
         finally:
             self._requests.pop(ident, None)
-        status = int(response.get("statusCode", 200))
-        description = str(response.get("statusDescription") or reason_phrase(status))
+        try:
+            status = int(response.get("statusCode", 200))
+            if not 100 <= status <= 599:
+                raise ValueError(status)
+        except (TypeError, ValueError):
+            await self._reply(writer, 502, f"BadGateway: invalid statusCode {response.get('statusCode')!r}")
+            return
+        description = str(response.get("statusDescription") or reason_phrase(status)).replace("\r", " ")
+        description = description.replace("\n", " ")
+        headers_in = response.get("responseHeaders")
         out = Headers()
-        for name, value in (response.get("responseHeaders") or {}).items():
+        for name, value in headers_in.items() if isinstance(headers_in, dict) else []:
+            if "\r" in f"{name}{value}" or "\n" in f"{name}{value}" or ":" in str(name):
+                continue  # never let a listener inject header lines
             if str(name).lower() not in ("content-length", "transfer-encoding", "connection"):
                 out[str(name)] = str(value)
         out["Content-Length"] = str(len(response_body))

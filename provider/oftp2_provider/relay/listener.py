@@ -68,6 +68,11 @@ def classify_handshake_error(exc: RelayConnectionError, what: str) -> RelayConne
     return exc
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty dict (bad input from the network)."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def _strip_relay_params(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.startswith("sb-hc-")]
@@ -107,6 +112,8 @@ class RelayedHttpRequest:
         """Send the response: on the control channel when it fits in 64 kB, else by rendezvous."""
         if self.responded:
             raise RelayProtocolError(f"request {self.id} was already answered")
+        if not 100 <= int(status) <= 599:
+            raise RelayConfigurationError(f"HTTP status must be 100..599, got {status}")
         self.responded = True
         payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
         message = json.dumps(
@@ -404,6 +411,10 @@ class HybridConnectionListener:
             log.error("relay listener stopped: %s", exc)
             self._online.clear()
             await self._queue.put(_Terminal(exc))
+        except Exception as exc:  # a bug must not leave a silently dead listener behind
+            log.exception("relay listener failed")
+            self._online.clear()
+            await self._queue.put(_Terminal(RelayProtocolError(f"relay listener failed: {exc!r}")))
 
     async def _serve(self, channel: RelayWebSocket) -> None:
         helpers = [
@@ -472,18 +483,24 @@ class HybridConnectionListener:
                 continue
             if not isinstance(command, dict):
                 continue
-            if isinstance(command.get("accept"), dict):
-                self._on_accept(command["accept"])
-            elif isinstance(command.get("request"), dict):
+            if isinstance(command.get("request"), dict):
                 request = command["request"]
                 body = b""
                 if "method" in request and request.get("body"):
                     try:
                         raw = await channel.recv()
-                    except RelayConnectionClosed:
+                    except (RelayConnectionClosed, RelayProtocolError):
                         return
                     body = raw.encode("utf-8") if isinstance(raw, str) else raw
-                await self._on_request(request, body, channel)
+                try:
+                    await self._on_request(request, body, channel)
+                except Exception:
+                    log.exception("ignoring a malformed request command: %.200r", message)
+            elif isinstance(command.get("accept"), dict):
+                try:
+                    self._on_accept(command["accept"])
+                except Exception:
+                    log.exception("ignoring a malformed accept command: %.200r", message)
             else:
                 log.debug("ignoring unknown control message keys %s", sorted(command))
 
@@ -500,7 +517,7 @@ class HybridConnectionListener:
             target=target,
             query=query,
             headers={str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {},
-            remote_endpoint=dict(accept.get("remoteEndpoint") or {}),
+            remote_endpoint=_as_dict(accept.get("remoteEndpoint")),
             _listener=self,
         )
         self._enqueue(event)
@@ -543,7 +560,7 @@ class HybridConnectionListener:
             target=str(request.get("requestTarget", "/")),
             headers={str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {},
             body=body,
-            remote_endpoint=dict(request.get("remoteEndpoint") or {}),
+            remote_endpoint=_as_dict(request.get("remoteEndpoint")),
             address=str(request.get("address", "")),
             _listener=self,
             _channel=channel,

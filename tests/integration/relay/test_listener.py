@@ -14,6 +14,7 @@ from oftp2_provider.relay import (
     HybridConnectionClient,
     HybridConnectionListener,
     RelayAuthorizationError,
+    RelayConfigurationError,
     RelayConnectionClosed,
     RelayedConnectionRequest,
     RelayedHttpRequest,
@@ -330,11 +331,30 @@ async def test_malformed_control_messages_are_ignored(emulator: RelayEmulator) -
         await control.ws.send(json.dumps({"somethingNew": {}}))
         await control.ws.send(b"")
         await control.ws.send(json.dumps({"accept": {"id": "x"}}))
+        await control.ws.send(
+            json.dumps({"accept": {"id": 1, "address": "ws://x/", "remoteEndpoint": "bad"}})
+        )
+        await control.ws.send(json.dumps({"accept": {"id": 2, "address": 5, "connectHeaders": [1, 2]}}))
+        await control.ws.send(
+            json.dumps({"request": {"id": 3, "method": "GET", "remoteEndpoint": [], "requestHeaders": 7}})
+        )
+        await control.ws.send(json.dumps({"request": {"id": 4}}))  # rendezvous pointer without address
+        await control.ws.send(json.dumps([1, 2, 3]))
         client = HybridConnectionClient(emulator.address("hc1"), emulator.token_provider())
         call = asyncio.create_task(client.request("GET"))
-        await (await _next_http(lst)).respond(204)
+        # the malformed but usable ones surface as events; the real request follows them
+        seen = {}
+        while True:
+            event = await lst.next_event(timeout=10)
+            if isinstance(event, RelayedHttpRequest) and event.id != "3":
+                break
+            seen[event.id] = event
+        assert sorted(seen) == ["1", "2", "3"]
+        assert seen["1"].remote_endpoint == {} and seen["3"].remote_endpoint == {}
+        assert seen["2"].headers == {} and seen["3"].headers == {}
+        await event.respond(204)
         assert (await call).status == 204
-        assert lst.connects == 1
+        assert lst.connects == 1 and lst.is_online
 
 
 class _BlackholeProxy:
@@ -464,3 +484,43 @@ async def test_rule_rights_and_accept_timeout() -> None:
                 await sender.connect()
             assert timed_out.value.status == 504
             assert isinstance(await lst.next_event(timeout=1), RelayedConnectionRequest)
+
+
+async def test_emulator_survives_a_misbehaving_listener(emulator: RelayEmulator) -> None:
+    """A hand-driven listener answers with a bad status and header injection attempts."""
+    from oftp2_provider.relay.websocket import connect
+
+    address = emulator.address("hc1")
+    token = emulator.token_provider().get_token(address.resource).raw
+    control = await connect(address.listen_url("raw"), headers=[("ServiceBusAuthorization", token)])
+    client = HybridConnectionClient(address, emulator.token_provider())
+    try:
+        for status, headers, expected in (
+            ("abc", {}, 502),
+            (999, {}, 502),
+            (200, {"X-Ok": "1", "X-Evil": "a\r\nSet-Cookie: x=1", "Bad:Name": "v"}, 200),
+        ):
+            call = asyncio.create_task(client.request("GET"))
+            command = json.loads(await control.recv())
+            request_id = command["request"]["id"]
+            await control.send(
+                json.dumps(
+                    {
+                        "response": {
+                            "requestId": request_id,
+                            "statusCode": status,
+                            "responseHeaders": headers,
+                            "body": False,
+                        }
+                    }
+                )
+            )
+            response = await call
+            assert response.status == expected
+            if expected == 200:
+                assert response.headers["X-Ok"] == "1"
+                assert "Set-Cookie" not in response.headers and "X-Evil" not in response.headers
+    finally:
+        await control.close()
+    with pytest.raises(RelayConfigurationError, match=r"100\.\.599"):
+        await RelayedHttpRequest("i", "GET", "/", {}, b"", {}, "", None).respond(1000)  # type: ignore[arg-type]
