@@ -233,7 +233,11 @@ class RelayEmulator:
             return 401, "MissingToken: the request has no ServiceBusAuthorization token"
         try:
             token = SasToken.parse(raw)
-            hosts = (self.namespace, self.advertise_host, urlsplit("//" + host_header).hostname or "")
+            try:
+                reached = urlsplit("//" + host_header).hostname or ""
+            except ValueError:
+                reached = ""
+            hosts = (self.namespace, self.advertise_host, reached)
             token.validate(self.keys, hosts, path)
         except RelayTokenError as exc:
             self.stats["auth_failures"] += 1
@@ -269,7 +273,11 @@ class RelayEmulator:
             except RelayError as exc:
                 await self._reply(writer, 400, f"BadRequest: {exc}")
                 return
-            parts = urlsplit(head.target)
+            try:
+                parts = urlsplit(head.target)
+            except ValueError as exc:
+                await self._reply(writer, 400, f"BadRequest: request target {head.target[:80]!r}: {exc}")
+                return
             if parts.path.startswith("/$hc/"):
                 await self._on_websocket(reader, writer, head, parts.path[5:], parts.query)
             else:

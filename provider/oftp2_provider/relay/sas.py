@@ -100,8 +100,12 @@ class SasToken:
 
     def covers(self, host: str, path: str) -> bool:
         """True when the audience is ``host`` (any scheme/port) and a path prefix of ``path``."""
-        parts = urlsplit(self.resource if "://" in self.resource else "http://" + self.resource)
-        if (parts.hostname or "").lower() != host.lower():
+        try:
+            parts = urlsplit(self.resource if "://" in self.resource else "http://" + self.resource)
+            hostname = parts.hostname or ""
+        except ValueError:  # e.g. an unbalanced IPv6 bracket
+            return False
+        if hostname.lower() != host.lower():
             return False
         audience = unquote(parts.path).strip("/").lower()
         audience = audience.removeprefix("$hc/")

@@ -447,6 +447,11 @@ async def test_garbage_and_duplicate_headers_get_http_answers(emulator: RelayEmu
             b"401",
         ),
         (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"GET http://[x/hc1 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (
+            b"POST /hc1 HTTP/1.1\r\nHost: [x\r\nServiceBusAuthorization: SharedAccessSignature a=b\r\n\r\n",
+            b"401",
+        ),
     ):
         reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
         writer.write(raw)

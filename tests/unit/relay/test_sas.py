@@ -145,3 +145,9 @@ def test_address_urls_and_rewrite() -> None:
         HybridConnectionAddress("ns", "hc1", endpoint="http://127.0.0.1:9")
     with pytest.raises(RelayConfigurationError, match="path"):
         HybridConnectionAddress("ns", "/")
+
+
+def test_odd_audiences_and_hosts_are_refused_not_crashing() -> None:
+    token = SasToken.create("http://[broken/hc1", "n", "k")
+    with pytest.raises(RelayTokenError, match="audience"):
+        token.validate({"n": "k"}, "ns", "hc1")
