@@ -497,8 +497,6 @@ class Gateway:
         user_data = str(attrs.get("user_data", ""))
         if len(user_data) > 8:
             raise ApiError(400, "user_data is at most 8 characters")
-        if cfg.security.sign_outbound or cfg.security.encrypt_outbound or cfg.security.compress_outbound:
-            raise ApiError(501, f"partners.{name}.security: protecting files on submit is not supported yet")
         date, time_ = make_timestamp()
         key = VirtualFileKey(dsn, date, time_, self.config.identity.odette_id, cfg.odette_id)
         outbox = self.config.state_dir / "outbox" / name
@@ -518,21 +516,56 @@ class Gateway:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(tmp.unlink)
         size, digest = await asyncio.to_thread(sha256_file, stored)
+        flags = await self._protect(name, cfg, stored)
         transfer = await self.ledger.enqueue_outbound(
             cfg.odette_id,
             key,
-            stored,
+            flags.pop("path"),
             size,
             digest,
             record_format=record_format,
             max_record_length=lrecl,
             user_data=user_data,
             description=str(attrs.get("description", "")),
-            cipher_suite=cfg.security.cipher_suite,
             signed_eerp=cfg.security.request_signed_receipt,
+            **flags,
         )
         log.info("queued %s for %s (%d octets)", key, name, size, extra={"transfer_id": transfer.id})
         return transfer
+
+    async def _protect(self, name: str, cfg: PartnerConfig, stored: Path) -> dict[str, Any]:
+        """Sign / compress / encrypt a stored outbound file per the partner's policy (CMS)."""
+        sec = cfg.security
+        if not (sec.sign_outbound or sec.encrypt_outbound or sec.compress_outbound):
+            return {"path": stored, "cipher_suite": sec.cipher_suite}
+        from oftp2_provider.protocol.cms import protect_file_async
+
+        keys = self.ctx.receipt_keys
+        assert keys is not None
+        sign = keys.own if sec.sign_outbound else None
+        encrypt_for = keys.encrypt_for.get(cfg.odette_id) if sec.encrypt_outbound else None
+        if sec.sign_outbound and sign is None:
+            raise ApiError(409, "identity.signing is needed to sign files")
+        if sec.encrypt_outbound and encrypt_for is None:
+            raise ApiError(409, f"partners.{name}.certificates.encryption is needed to encrypt files")
+        envelope = stored.parent / ".transmitted" / stored.name
+        await asyncio.to_thread(envelope.parent.mkdir, parents=True, exist_ok=True)
+        result = await protect_file_async(
+            stored,
+            envelope,
+            suite=sec.cipher_suite,
+            sign_key=sign[0] if sign else None,
+            sign_cert=sign[1] if sign else None,
+            compress=sec.compress_outbound,
+            encrypt_for=encrypt_for,
+        )
+        return {
+            "path": envelope,
+            "cipher_suite": sec.cipher_suite,
+            "security_level": int(result.security_level),
+            "compression": int(result.compressed),
+            "envelope": result.envelope,
+        }
 
     async def release_receipt(
         self, transfer_id: int, *, ok: bool, nerp_code: int | None = None, text: str = ""

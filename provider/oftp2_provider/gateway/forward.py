@@ -130,6 +130,8 @@ class _Inbound:
     transfer_id: int
     target: Path
     duplicate: bool = False
+    #: The decrypted/verified file of a secured transfer (replaces the envelope in the inbox).
+    plain: Path | None = None
 
 
 class LedgerSessionHandler:
@@ -342,6 +344,49 @@ class LedgerSessionHandler:
                 await self._fail_inbound(entry.transfer_id, "file too big")
                 self._inbound.pop(sfid.key, None)
                 return EndFileDecision.refuse(EfnaReason.FILE_SIZE_TOO_BIG, "file too big")
+        if entry.duplicate or (sfid.security is SecurityLevel.NONE and not sfid.compression):
+            return EndFileDecision.confirm()
+        return await self._unprotect(sfid, entry, partial)
+
+    async def _unprotect(self, sfid: SFID, entry: _Inbound, partial: Path) -> EndFileDecision:
+        """Decrypt / decompress / verify a secured file into ``.partial/<name>.plain``."""
+        from oftp2_provider.protocol.cms import unprotect_file_async
+        from oftp2_provider.protocol.suites import SecurityError
+
+        keys = self.ctx.receipt_keys
+        decrypt = keys.decrypt if keys is not None else None
+        signer = keys.partners.get(self.partner_id) if keys is not None else None
+        plain = partial.with_name(partial.name + ".plain")
+        try:
+            await unprotect_file_async(
+                partial,
+                plain,
+                security_level=int(sfid.security),
+                compressed=sfid.compression,
+                suite=sfid.cipher_suite,
+                decrypt_key=decrypt[0] if decrypt else None,
+                decrypt_cert=decrypt[1] if decrypt else None,
+                verify_certs=[signer] if signer is not None else [],
+            )
+        except SecurityError as exc:
+            code = int(exc.efna or EfnaReason.UNSPECIFIED)
+            self._log(
+                logging.WARNING,
+                "refusing %s: EFNA %02d %s",
+                sfid.dsn,
+                code,
+                exc,
+                transfer_id=entry.transfer_id,
+            )
+            await self._fail_inbound(entry.transfer_id, f"EFNA {code:02d}: {exc}")
+            self._inbound.pop(sfid.key, None)
+            self._emit(
+                EventName.FILE_REFUSED,
+                {"dsn": sfid.dsn, "reason": code, "text": str(exc), "at": "EFNA"},
+                transfer_id=entry.transfer_id,
+            )
+            return EndFileDecision.refuse(code, str(exc)[:200])
+        entry.plain = plain
         return EndFileDecision.confirm()
 
     async def file_received(self, received: ReceivedFile, ctx: SessionContext) -> None:
@@ -368,12 +413,18 @@ class LedgerSessionHandler:
             )
             return
         hold = self.partner is not None and self.partner.receipt_policy == "hold"
+        size, digest = received.size, received.sha256
         try:
+            if entry.plain is not None:
+                # keep the envelope as transmitted (the signed-EERP hash covers it), deliver the plain file
+                envelope = received.path.parent / ".transmitted" / received.path.name
+                await asyncio.to_thread(_swap_in_plain, received.path, envelope, entry.plain)
+                size, digest = await asyncio.to_thread(sha256_file, received.path)
             transfer = await self.ctx.ledger.complete_inbound(
                 entry.transfer_id,
                 received.path,
-                received.size,
-                received.sha256,
+                size,
+                digest,
                 hold_receipt=hold,
                 transmitted_size=received.size,
                 transmitted_digest=received.sha256,
@@ -542,16 +593,18 @@ class LedgerSessionHandler:
             file_compression=transfer.compression,
             envelope=transfer.envelope,
             signed_eerp=transfer.signed_eerp,
+            original_size=transfer.size if transfer.envelope else None,
         )
 
     async def _signed(self, receipt: EERP | NERP, transfer: Transfer, level: ProtocolLevel) -> EERP | NERP:
         keys = self.ctx.receipt_keys
         if not transfer.signed_eerp or keys is None or level < ProtocolLevel.V2_0 or not transfer.local_path:
             return receipt
+        local = Path(transfer.local_path)
+        envelope = local.parent / ".transmitted" / local.name
+        transmitted = envelope if transfer.envelope and await asyncio.to_thread(envelope.is_file) else local
         try:
-            return await asyncio.to_thread(
-                keys.sign, receipt, transfer.cipher_suite, Path(transfer.local_path)
-            )
+            return await asyncio.to_thread(keys.sign, receipt, transfer.cipher_suite, transmitted)
         except (OSError, ValueError) as exc:  # unable to sign: an unsigned receipt is still allowed
             self._log(logging.WARNING, "cannot sign the receipt: %s", exc, transfer_id=transfer.id)
             return receipt
@@ -701,6 +754,12 @@ class LedgerSessionHandler:
                         "receipts_received": self.receipts_received,
                     },
                 )
+
+
+def _swap_in_plain(target: Path, envelope: Path, plain: Path) -> None:
+    envelope.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(target, envelope)
+    os.replace(plain, target)
 
 
 def _size(path: Path) -> int | None:

@@ -60,7 +60,12 @@ def authenticator_for(config: GatewayConfig) -> GatewayAuthenticator | None:
 
 
 class ReceiptKeys:
-    """Keys for signed EERP/NERP: ours (``identity.signing``) and the partners' (``certificates.signing``)."""
+    """Keys for signed receipts and file security.
+
+    Ours: ``identity.signing`` (sign files and receipts), ``identity.decryption`` (decrypt inbound
+    files); the partners': ``certificates.signing`` (verify their files and receipts) and
+    ``certificates.encryption`` (encrypt files for them).
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         pair = config.identity.signing
@@ -72,6 +77,18 @@ class ReceiptKeys:
             p.odette_id: load_certificate(p.certificates.signing)
             for p in config.partners.values()
             if p.certificates.signing is not None
+        }
+        #: Our decryption key for inbound encrypted files.
+        self.decrypt: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None
+        dec = config.identity.decryption
+        if dec is not None:
+            password = dec.key_password.get_secret_value() if dec.key_password else None
+            self.decrypt = (load_private_key(dec.key, password), load_certificate(dec.cert))
+        #: Partners' certificates we encrypt outbound files for.
+        self.encrypt_for: dict[str, x509.Certificate] = {
+            p.odette_id: load_certificate(p.certificates.encryption)
+            for p in config.partners.values()
+            if p.certificates.encryption is not None
         }
 
     def sign(self, receipt: EERP | NERP, suite: int, transmitted: Path) -> EERP | NERP:

@@ -258,3 +258,100 @@ async def test_signed_receipts_are_verified(
     assert (await wrong.ledger.get(sent.id)).status is TransferStatus.SENT
     [receipt] = await wrong.ledger.receipts(sent.id)
     assert receipt.verification == "unknown_certificate"
+
+
+async def test_signed_compressed_encrypted_files_end_to_end(
+    tmp_path: Path, start_gateway: Callable[..., Any], test_pki: PKIBundle
+) -> None:
+    from oftp2_provider.gateway.config import parse_config
+
+    def pair(identity: Any) -> dict[str, str]:
+        return {"cert": str(identity.cert_path), "key": str(identity.key_path)}
+
+    async def receiver(base: str, trusted_signer: Path) -> Gateway:
+        gw: Gateway = await start_gateway(
+            parse_config(
+                {
+                    "identity": {
+                        "odette_id": A_ID,
+                        "password": "OWNPW",
+                        "signing": pair(test_pki.server),
+                        "decryption": pair(test_pki.server),
+                    },
+                    "state_dir": str(tmp_path / base),
+                    "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": 0}],
+                    "partners": {
+                        "b": {
+                            "odette_id": B_ID,
+                            "password": "BPW",
+                            "certificates": {"signing": str(trusted_signer)},
+                            "security": {"require_signed": True, "require_encrypted": True},
+                        }
+                    },
+                }
+            )
+        )
+        return gw
+
+    async def sender(base: str, a: Gateway) -> Gateway:
+        gw: Gateway = await start_gateway(
+            parse_config(
+                {
+                    "identity": {"odette_id": B_ID, "password": "BPW", "signing": pair(test_pki.client)},
+                    "state_dir": str(tmp_path / base),
+                    "listeners": [],
+                    "partners": {
+                        "a": {
+                            "odette_id": A_ID,
+                            "password": "OWNPW",
+                            "address": f"127.0.0.1:{a.port()}",
+                            "certificates": {
+                                "encryption": str(test_pki.server.cert_path),
+                                "signing": str(test_pki.server.cert_path),
+                            },
+                            "security": {
+                                "cipher_suite": 4,
+                                "sign_outbound": True,
+                                "encrypt_outbound": True,
+                                "compress_outbound": True,
+                                "request_signed_receipt": True,
+                                "require_signed_receipts": True,
+                            },
+                        }
+                    },
+                }
+            )
+        )
+        return gw
+
+    payload = b"confidential invoice line\n" * 4000
+    a = await receiver("a", test_pki.client.cert_path)
+    b = await sender("b", a)
+    sent = await b.submit_file("a", dsn="SECURE", content=payload)
+    assert sent.security_level == 3 and sent.compression == 1 and sent.envelope == 1
+    assert sent.size == len(payload)
+    result = await b.call_partner("a")
+    assert result.ok and result.files_sent == 1 and result.receipts_received == 1, result
+    [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+    assert row.status is TransferStatus.RECEIVED
+    assert _read(row.local_path) == payload  # decrypted, decompressed, verified
+    assert row.sha256 == hashlib.sha256(payload).hexdigest()
+    assert row.transmitted_digest != row.sha256  # the envelope differs from the plain file
+    out = await b.ledger.get(sent.id)
+    assert out.status is TransferStatus.DELIVERED
+    assert [r.verification for r in await b.ledger.receipts(sent.id)] == ["verified"]
+
+    # a receiver that trusts another signer refuses the file at its end (EFNA 21) and keeps nothing
+    wrong = await receiver("a2", test_pki.partner.cert_path)
+    b2 = await sender("b2", wrong)
+    sent2 = await b2.submit_file("a", dsn="SECURE2", content=payload)
+    assert (await b2.call_partner("a")).files_sent == 0
+    refused = await b2.ledger.get(sent2.id)
+    assert refused.status is TransferStatus.REFUSED and refused.nerp_code == 21
+    [row2] = await wrong.ledger.list_transfers(direction=Direction.INBOUND)
+    assert row2.status is TransferStatus.FAILED
+    assert await asyncio.to_thread(_files, tmp_path / "a2" / "inbox" / "b") == []
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_file()) if directory.exists() else []
