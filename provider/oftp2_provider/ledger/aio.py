@@ -202,6 +202,33 @@ class AsyncLedger:
         """See :meth:`Ledger.resend_receipt`."""
         return await asyncio.to_thread(self.ledger.resend_receipt, transfer_id, session_id=session_id)
 
+    async def claim_receipts(
+        self,
+        partner: str,
+        worker: str,
+        *,
+        limit: int = 100,
+        stale_after: timedelta = timedelta(minutes=10),
+        session_id: str | None = None,
+    ) -> _TransferList:
+        """See :meth:`Ledger.claim_receipts`."""
+        return await asyncio.to_thread(
+            self.ledger.claim_receipts,
+            partner,
+            worker,
+            limit=limit,
+            stale_after=stale_after,
+            session_id=session_id,
+        )
+
+    async def unclaim_receipt(
+        self, transfer_id: int, worker: str, *, session_id: str | None = None
+    ) -> Transfer:
+        """See :meth:`Ledger.unclaim_receipt`."""
+        return await asyncio.to_thread(
+            self.ledger.unclaim_receipt, transfer_id, worker, session_id=session_id
+        )
+
     async def undispatched_inbound(self, limit: int = 100, *, partner: str | None = None) -> _TransferList:
         """See :meth:`Ledger.undispatched_inbound`."""
         return await asyncio.to_thread(self.ledger.undispatched_inbound, limit, partner=partner)

@@ -72,6 +72,7 @@ TRANSITIONS: dict[str, tuple[TransferStatus, ...]] = {
     "release_receipt": (S.RECEIVED,),
     "mark_receipt_sent": (S.RECEIVED, S.RELEASED),
     "resend_receipt": (S.RECEIVED, S.RELEASED),
+    "claim_receipt": (S.RECEIVED, S.RELEASED),
 }
 #: Inbound statuses meaning "this virtual file was received already" (a new SFID is a duplicate).
 RECEIVED_STATUSES = (S.RECEIVED, S.RELEASED)
@@ -865,7 +866,7 @@ class Ledger:
         return self._change(
             transfer_id,
             "mark_receipt_sent",
-            {"receipt_state": ReceiptState.SENT},
+            {"receipt_state": ReceiptState.SENT, "worker": None},
             event="receipt_sent",
             session_id=session_id,
             direction=Direction.INBOUND,
@@ -878,12 +879,72 @@ class Ledger:
         return self._change(
             transfer_id,
             "resend_receipt",
-            {"receipt_state": ReceiptState.DUE},
+            {"receipt_state": ReceiptState.DUE, "worker": None},
             event="receipt_resend",
             session_id=session_id,
             direction=Direction.INBOUND,
             extra_where="receipt_state = ?",
             extra_params=(ReceiptState.SENT.value,),
+        )
+
+    def claim_receipts(
+        self,
+        partner: str,
+        worker: str,
+        *,
+        limit: int = 100,
+        stale_after: timedelta = timedelta(minutes=10),
+        session_id: str | None = None,
+    ) -> _TransferList:
+        """Due receipts for ``partner``, each claimed for ``worker`` so that two gateways sharing
+        the ledger never send the same EERP/NERP at the same time.
+
+        A receipt is claimable when nobody holds it, when ``worker`` itself holds it, or when its
+        claim is older than ``stale_after`` (a gateway that died).  :meth:`mark_receipt_sent`
+        ends the claim; :meth:`unclaim_receipt` gives it back (e.g. the session ended first).
+        The claim is kept in the inbound row's ``worker`` column.
+        """
+        cutoff = (datetime.now(timezone.utc) - stale_after).isoformat(timespec="microseconds")
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        free = "(worker IS NULL OR worker = ? OR updated_at < ?)"
+        claimed: _TransferList = []
+        with self._tx() as cur:
+            rows = cur.rows(
+                f"SELECT id FROM transfers WHERE direction = ? AND partner = ? AND receipt_state = ? AND {free} "
+                f"ORDER BY id LIMIT ?{lock}",
+                (Direction.INBOUND.value, partner, ReceiptState.DUE.value, worker, cutoff, int(limit)),
+            )
+            for row in rows:
+                try:
+                    claimed.append(
+                        self._transition(
+                            cur,
+                            int(row["id"]),
+                            "claim_receipt",
+                            {"worker": worker},
+                            event="receipt_claimed",
+                            session_id=session_id,
+                            detail={"worker": worker},
+                            direction=Direction.INBOUND,
+                            extra_where=f"receipt_state = ? AND {free}",
+                            extra_params=(ReceiptState.DUE.value, worker, cutoff),
+                        )
+                    )
+                except InvalidTransition:
+                    continue  # claimed or sent by someone else since the SELECT
+        return claimed
+
+    def unclaim_receipt(self, transfer_id: int, worker: str, *, session_id: str | None = None) -> Transfer:
+        """Give back a receipt claimed with :meth:`claim_receipts` and not sent (it stays due)."""
+        return self._change(
+            transfer_id,
+            "claim_receipt",
+            {"worker": None},
+            event="receipt_unclaimed",
+            session_id=session_id,
+            direction=Direction.INBOUND,
+            extra_where="receipt_state = ? AND worker = ?",
+            extra_params=(ReceiptState.DUE.value, worker),
         )
 
     def undispatched_inbound(self, limit: int = 100, *, partner: str | None = None) -> _TransferList:

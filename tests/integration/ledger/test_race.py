@@ -207,3 +207,34 @@ def test_concurrent_first_start_migrates_once(empty_uri: str) -> None:
     assert led.schema_version() == LATEST_VERSION
     assert len(led.events(kind="x")) == 0  # the schema is usable
     led.close()
+
+
+def _receipt_worker(uri: str, name: str, barrier: Barrier, results: Any) -> None:
+    led = Ledger.from_uri(uri)
+    sent: list[int] = []
+    try:
+        barrier.wait(60)
+        while claimed := led.claim_receipts(PARTNER, name, limit=5):
+            for t in claimed:
+                time.sleep(0.001)  # "sending the EERP"
+                led.mark_receipt_sent(t.id)
+                sent.append(t.id)
+        results.put((name, sent, None))
+    except BaseException as exc:
+        results.put((name, sent, repr(exc)))
+    finally:
+        led.close()
+
+
+def test_each_receipt_sent_by_one_gateway(race_uri: str) -> None:
+    led = Ledger.from_uri(race_uri)
+    ids = []
+    for i in range(60):
+        t, _ = led.begin_inbound(PARTNER, _key(i))
+        ids.append(led.complete_inbound(t.id, f"/in/{i}", 1, SHA).id)
+    out = _run(_receipt_worker, lambda name: (race_uri, name))
+    sent = Counter(tid for _, got, _ in out for tid in got)
+    assert sorted(sent) == sorted(ids)
+    assert set(sent.values()) == {1}
+    assert led.receipts_to_send(PARTNER) == []
+    led.close()

@@ -441,3 +441,35 @@ def test_purge_finished_only(ledger: Ledger, make_key: KeyFactory) -> None:
     assert ledger.purge_finished(timedelta(0)) == 0
     with pytest.raises(ValueError, match="older_than must not be negative"):
         ledger.purge_finished(timedelta(seconds=-1))
+
+
+# ---------------------------------------------------------------- receipt claims (several gateways)
+
+
+def test_claim_receipts_one_sender_at_a_time(ledger: Ledger, make_key: KeyFactory) -> None:
+    ids = []
+    for hold in (False, False, True):
+        t, _ = ledger.begin_inbound(P1, make_key())
+        ledger.complete_inbound(t.id, "/in/x", 5, SHA, hold_receipt=hold)
+        ids.append(t.id)
+    first = ledger.claim_receipts(P1, "gw-1", session_id="s1")
+    assert [t.id for t in first] == ids[:2] and {t.worker for t in first} == {"gw-1"}
+    assert ledger.claim_receipts(P1, "gw-2") == []
+    assert [t.id for t in ledger.claim_receipts(P1, "gw-1")] == ids[:2]  # its own claims again
+    assert ledger.claim_receipts(P2, "gw-1") == []
+    sent = ledger.mark_receipt_sent(ids[0])
+    assert sent.worker is None and sent.receipt_state is ReceiptState.SENT
+    with pytest.raises(InvalidTransition):
+        ledger.unclaim_receipt(ids[1], "gw-2")  # not its claim
+    assert ledger.unclaim_receipt(ids[1], "gw-1").worker is None
+    assert [t.id for t in ledger.claim_receipts(P1, "gw-2")] == [ids[1]]
+    # a crashed gateway's claim is taken over after stale_after
+    time.sleep(0.01)
+    assert ledger.claim_receipts(P1, "gw-3", stale_after=timedelta(hours=1)) == []
+    taken = ledger.claim_receipts(P1, "gw-3", stale_after=timedelta(0))
+    assert [(t.id, t.worker) for t in taken] == [(ids[1], "gw-3")]
+    # a released held receipt becomes claimable
+    ledger.release_receipt(ids[2], nerp_code=34)
+    assert [t.id for t in ledger.claim_receipts(P1, "gw-1")] == [ids[2]]
+    kinds = [e.kind for e in ledger.events(ids[1])]
+    assert kinds.count("receipt_claimed") == 4 and "receipt_unclaimed" in kinds
