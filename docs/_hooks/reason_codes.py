@@ -219,6 +219,20 @@ FILE_REFUSAL: Prose = {
     ),
 }
 
+#: SFNA wording where the shared text speaks of the end of the file.
+SFNA_OVERRIDES: Prose = {
+    "INVALID_RECORD_COUNT": (
+        "The record count is wrong.",
+        "Allowed in SFNA but normally seen in EFNA, where the record count of EFID is checked.",
+        "Read the reason text; resend the file from the start.",
+    ),
+    "INVALID_BYTE_COUNT": (
+        "The octet count is wrong.",
+        "Allowed in SFNA but normally seen in EFNA, where the octet count of EFID is checked.",
+        "Read the reason text; resend the file from the start.",
+    ),
+}
+
 EFNA_ONLY: Prose = {
     "INVALID_FILE_SIGNATURE": (
         "The signature of the file does not verify (OFTP 2.0).",
@@ -330,7 +344,7 @@ def _nerp_prose() -> Prose:
 #: Enum and prose per table kind.
 TABLES: dict[str, tuple[type[IntEnum], Prose]] = {
     "esid": (EsidReason, ESID),
-    "sfna": (SfnaReason, FILE_REFUSAL),
+    "sfna": (SfnaReason, {**FILE_REFUSAL, **SFNA_OVERRIDES}),
     "efna": (EfnaReason, {**FILE_REFUSAL, **EFNA_ONLY}),
     "nerp": (NerpReason, _nerp_prose()),
 }
