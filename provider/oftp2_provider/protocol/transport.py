@@ -81,7 +81,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
-_DRAIN_ABOVE = 1 << 20  # backpressure: wait for the socket when more than this is buffered
+_DRAIN_ABOVE = 1 << 20
+_AHEAD_OCTETS = (
+    2 << 20
+)  # DATA encoded ahead of the credit, at most  # backpressure: wait for the socket when more than this is buffered
 _STREAM_LIMIT = 1 << 20
 _ids = itertools.count(1)
 
@@ -390,8 +393,8 @@ class _Driver:
     async def _push(self, data: bytes, eor: bool, hasher: Any | None) -> None:
         """Encode ``data``; what the credit allows goes out now, the rest waits for CDT.
 
-        At most about one credit window stays encoded ahead, so encoding the next window overlaps
-        with the partner processing the current one.
+        At most one credit window (and at most about 2 MiB) stays encoded ahead, so encoding the
+        next window overlaps with the partner processing the current one while memory stays small.
         """
         if hasher is not None:
             hasher.update(data)
@@ -402,8 +405,9 @@ class _Driver:
         if out:
             self.write(out)
             await self.drain_if_needed()
-        window = s.negotiated.credit if s.negotiated else 1
-        while s.held_buffers > window:
+        neg = s.negotiated
+        ahead = max(1, min(neg.credit, _AHEAD_OCTETS // neg.sdeb)) if neg else 1
+        while s.held_buffers > ahead:
             await self._wait_credit()
 
     def _chunk_size(self) -> int:
