@@ -81,3 +81,35 @@ def test_postgres_from_conn_id(
     assert found is not None and found.status is TransferStatus.QUEUED
     led.close()
     other.close()
+
+
+def test_postgres_connection_lost_then_reconnects(
+    postgres_uri: str, make_key: Callable[..., VirtualFileKey]
+) -> None:
+    """The server ends our session (restart, failover, idle kill): the call in flight fails with the
+    driver's error, the broken connection is dropped, and the next call works on a new one."""
+    import psycopg2
+
+    led = Ledger.from_uri(postgres_uri)
+    t = led.enqueue_outbound("P", make_key(), "/out/a", 1, SHA)
+    with led._backend.transaction() as cur:
+        row = cur.row("SELECT pg_backend_pid() AS pid")
+    assert row is not None
+    admin = psycopg2.connect(postgres_uri)
+    admin.autocommit = True
+    with admin.cursor() as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (row["pid"],))
+    admin.close()
+    driver_errors: tuple[type[BaseException], ...] = (psycopg2.OperationalError, psycopg2.InterfaceError)
+    try:
+        import psycopg
+
+        driver_errors += (psycopg.OperationalError, psycopg.InterfaceError)
+    except ImportError:  # psycopg2-only installation
+        pass
+    with pytest.raises(driver_errors, match=r"(?i)terminat|closed|connection"):
+        led.get(t.id)
+    assert led.get(t.id).status is TransferStatus.QUEUED
+    claimed = led.claim_outbound("P", "w")
+    assert claimed is not None and claimed.id == t.id
+    led.close()
