@@ -323,3 +323,17 @@ def test_logger_names_in_troubleshooting_exist() -> None:
             encoding="utf-8"
         )
         assert named_by_module or f'getLogger("{name}")' in sources, f"no logger named {name}"
+
+
+def test_component_status_marks_missing_parts_planned() -> None:
+    hook = _load_hook("reference_pages")
+    table = hook.component_status(
+        ["oftp2_provider.protocol.commands", "oftp2_provider.ledger", "oftp2_provider.ledger.store"]
+    )
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in table.splitlines()[2:]}
+    assert (
+        rows["`oftp2_provider.protocol.commands`"] == "[yes](reference/oftp2_provider.protocol.commands.md)"
+    )
+    assert rows["`oftp2_provider.protocol.session`"] == "planned"
+    assert rows["`oftp2_provider.ledger`"].startswith("yes: [package]")
+    assert "`store`" in rows["`oftp2_provider.ledger`"]
