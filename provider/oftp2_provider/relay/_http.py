@@ -8,6 +8,7 @@ the WebSocket handshake.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 from websockets.datastructures import Headers
@@ -81,11 +82,15 @@ async def _read_head_lines(reader: asyncio.StreamReader) -> list[str]:
     return data[:-4].decode("latin-1").split("\r\n")
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
 def _parse_headers(lines: list[str]) -> Headers:
     headers = Headers()
     for line in lines:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
+        if not sep or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
             raise RelayProtocolError(f"malformed HTTP header line {line[:80]!r}")
         headers[name] = value.strip()
     return headers
