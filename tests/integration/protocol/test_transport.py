@@ -446,3 +446,17 @@ async def test_handle_connection_on_foreign_streams(tmp_path: Path, payload: Cal
     await oftp.wait_sessions(1, timeout=5)
     assert (tmp_path / "relay-inbox" / src.name.upper()).read_bytes() == src.read_bytes()
     assert oftp.outcomes[0].ok
+
+
+async def test_variable_record_file_round_trip(responder: Responder, tmp_path: Path) -> None:
+    records = [b"", b"a", b"x" * 63, b"y" * 64, b"z" * 5000, b"end"]
+    src = tmp_path / "var.dat"
+    src.write_bytes(b"".join(len(r).to_bytes(2, "big") + r for r in records))
+    async with OFTPClient(client_config(sdeb=128), "127.0.0.1", responder.port) as client:
+        result = await client.send_file(outbound(src, format=RecordFormat.VARIABLE))
+    assert result.ok and result.restart_offset == 0
+    await responder.server.wait_sessions(1, timeout=5)
+    rec = responder.handlers[0].received[0]
+    assert rec.record_count == len(records)
+    assert rec.path.read_bytes() == src.read_bytes()  # stored with the same 2-octet length prefixes
+    assert rec.sha256 == result.sha256
