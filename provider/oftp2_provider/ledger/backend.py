@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,11 @@ class Cursor:
         """Run a query; every row as a ``{column: value}`` dict."""
         self._cur.execute(self._backend.sql(sql), tuple(params))
         names = [d[0] for d in self._cur.description]
-        return [dict(zip(names, row, strict=True)) for row in self._cur.fetchall()]
+        # a connection may configure dict rows (PostgresHook's ``cursor`` extra); tuples otherwise
+        return [
+            {n: row[n] for n in names} if isinstance(row, Mapping) else dict(zip(names, row, strict=True))
+            for row in self._cur.fetchall()
+        ]
 
     def row(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         """Run a query; the first row or ``None``."""

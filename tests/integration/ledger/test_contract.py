@@ -113,3 +113,21 @@ def test_postgres_connection_lost_then_reconnects(
     claimed = led.claim_outbound("P", "w")
     assert claimed is not None and claimed.id == t.id
     led.close()
+
+
+@pytest.mark.parametrize("cursor", ["dictcursor", "namedtuplecursor"])
+def test_postgres_cursor_extra(
+    postgres_uri: str, cursor: str, make_key: Callable[..., VirtualFileKey]
+) -> None:
+    """A PostgreSQL connection configured for dict or named-tuple rows works the same."""
+    led = Ledger.from_uri(f"{postgres_uri}&cursor={cursor}")
+    assert led.hook.connection.extra_dejson["cursor"] == cursor
+    key = make_key()
+    t = led.enqueue_outbound("P", key, "/out/a", 1, SHA)
+    claimed = led.claim_outbound("P", "w")
+    assert claimed is not None and claimed.id == t.id
+    led.mark_sent(t.id)
+    done = led.record_receipt(key, "EERP", b"E", "unsigned")
+    assert done is not None and done.status is TransferStatus.DELIVERED
+    assert [e.kind for e in led.events(t.id)] == ["enqueued", "claimed", "sent", "delivered"]
+    led.close()
