@@ -76,6 +76,9 @@ __all__ = ["GatewayContext", "LedgerSessionHandler", "inbox_name"]
 
 log = logging.getLogger("oftp2.gateway.session")
 
+#: Receipts checked per Speaker turn (bounds the work of one session when many are due).
+RECEIPTS_PER_TURN = 50
+
 
 def inbox_name(key: VirtualFileKey, transfer_id: int) -> str:
     """The file name a received virtual file gets in the inbox (unique per ledger row)."""
@@ -102,6 +105,17 @@ class GatewayContext:
     #: Inbound transfers whose receipt a session of this gateway is sending right now (so that
     #: concurrent sessions with the same partner do not all send the same EERP).
     receipts_claimed: set[int] = field(default_factory=set)
+    #: One ``receipts_to_send`` query in flight per partner, shared by its concurrent sessions.
+    _scans: dict[str, asyncio.Task[list[Transfer]]] = field(default_factory=dict)
+
+    async def due_receipts(self, partner_id: str) -> list[Transfer]:
+        """The partner's due receipts; concurrent callers share one query (results may be stale,
+        callers re-check each row under a claim)."""
+        task = self._scans.get(partner_id)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self.ledger.receipts_to_send(partner_id))
+            self._scans[partner_id] = task
+        return list(await asyncio.shield(task))
 
     @property
     def own_id(self) -> str:
@@ -151,6 +165,8 @@ class LedgerSessionHandler:
         self._inbound: dict[tuple[str, str, str, str, str], _Inbound] = {}
         self._files_in_flight: dict[tuple[str, str, str, str, str], int] = {}
         self._receipts_in_flight: list[int] = []
+        #: Receipts that became due in this session (checked first: a shared scan may predate them).
+        self._own_due: list[int] = []
         self._retry_later: list[int] = []
         self._nerp_warning = False
         self.files_received = 0
@@ -402,6 +418,8 @@ class LedgerSessionHandler:
                 transfer = await self.ctx.ledger.get(entry.transfer_id)
                 if transfer.receipt_state is ReceiptState.SENT:
                     await self.ctx.ledger.resend_receipt(entry.transfer_id, session_id=self.session_id)
+                if transfer.receipt_state in (ReceiptState.SENT, ReceiptState.DUE):
+                    self._own_due.append(entry.transfer_id)
             except (LedgerError, InvalidTransition) as exc:
                 self._log(
                     logging.WARNING, "cannot re-send the receipt: %s", exc, transfer_id=entry.transfer_id
@@ -441,6 +459,8 @@ class LedgerSessionHandler:
             )
             return
         self.files_received += 1
+        if transfer.receipt_state is ReceiptState.DUE:
+            self._own_due.append(transfer.id)
         self._log(
             logging.INFO,
             "received %s (%d octets) -> %s",
@@ -616,18 +636,26 @@ class LedgerSessionHandler:
             return []
         level = ctx.negotiated.level if ctx.negotiated else ProtocolLevel.V2_0
         items: list[OutboundItem] = []
-        for transfer in await self.ctx.ledger.receipts_to_send(self.partner_id):
-            if transfer.id in self.ctx.receipts_claimed:
+        own, self._own_due = self._own_due, []
+        candidates = list(
+            dict.fromkeys([*own, *(t.id for t in await self.ctx.due_receipts(self.partner_id))])
+        )
+        checked = 0
+        for transfer_id in candidates:
+            if transfer_id in self.ctx.receipts_claimed:
                 continue  # another session of ours is sending it
-            self.ctx.receipts_claimed.add(transfer.id)
+            if checked >= RECEIPTS_PER_TURN:
+                break
+            checked += 1
+            self.ctx.receipts_claimed.add(transfer_id)
             # re-read under the claim: a concurrent session may have sent it since the query
-            fresh = await self.ctx.ledger.get(transfer.id)
+            fresh = await self.ctx.ledger.get(transfer_id)
             receipt = self._receipt_for(fresh, level) if fresh.receipt_state is ReceiptState.DUE else None
             if receipt is None:
-                self.ctx.receipts_claimed.discard(transfer.id)
+                self.ctx.receipts_claimed.discard(transfer_id)
                 continue
             items.append(await self._signed(receipt, fresh, level))
-            self._receipts_in_flight.append(transfer.id)
+            self._receipts_in_flight.append(transfer_id)
         if items:
             return items
         if ctx.negotiated is not None and not ctx.negotiated.can_send:
