@@ -65,6 +65,7 @@ class AsyncLedger:
         *,
         transmitted_size: int | None = None,
         transmitted_digest: str | None = None,
+        worker: str | None = None,
         session_id: str | None = None,
     ) -> Transfer:
         """See :meth:`Ledger.mark_sent`."""
@@ -73,6 +74,7 @@ class AsyncLedger:
             transfer_id,
             transmitted_size=transmitted_size,
             transmitted_digest=transmitted_digest,
+            worker=worker,
             session_id=session_id,
         )
 
@@ -95,6 +97,7 @@ class AsyncLedger:
         *,
         retry: bool = False,
         restart_offset: int | None = None,
+        worker: str | None = None,
         session_id: str | None = None,
     ) -> Transfer:
         """See :meth:`Ledger.mark_failed`."""
@@ -104,6 +107,7 @@ class AsyncLedger:
             error,
             retry=retry,
             restart_offset=restart_offset,
+            worker=worker,
             session_id=session_id,
         )
 

@@ -168,6 +168,13 @@ def _to_event(row: Mapping[str, Any]) -> LedgerEvent:
     )
 
 
+def _worker_guard(worker: str | None) -> dict[str, Any]:
+    """Extra compare-and-set condition: the row is still claimed by ``worker``."""
+    if worker is None:
+        return {}
+    return {"extra_where": "worker = ?", "extra_params": (worker,)}
+
+
 def _check_sha256(value: str | None, what: str) -> None:
     if value is None:
         return
@@ -381,7 +388,10 @@ class Ledger:
                 )
             actual = current.status.value
             if extra_where and current.status in allowed:
-                actual += f" (receipt {current.receipt_state.value})"
+                if "worker = ?" in extra_where:
+                    actual += f" (claimed by {current.worker!r})"
+                else:
+                    actual += f" (receipt {current.receipt_state.value})"
             raise InvalidTransition(transfer_id, action, actual, tuple(s.value for s in allowed))
         self._event(cur, event, transfer_id, session_id, detail, now)
         return self._get(cur, transfer_id)
@@ -511,12 +521,16 @@ class Ledger:
         *,
         transmitted_size: int | None = None,
         transmitted_digest: str | None = None,
+        worker: str | None = None,
         session_id: str | None = None,
     ) -> Transfer:
         """``sending`` → ``sent``: the partner accepted the file (EFPA); the EERP is awaited.
 
         ``transmitted_size``/``transmitted_digest`` describe the octets as sent (the EERP hash
-        input); ``transmitted_digest`` is hex, computed with the cipher suite's hash.
+        input); ``transmitted_digest`` is hex, computed with the cipher suite's hash.  With
+        ``worker``, the change only happens while that worker still holds the claim (after
+        :meth:`requeue_stale` handed the file to another worker, the late one gets
+        :class:`InvalidTransition`).
         """
         _check_size(transmitted_size, "transmitted_size")
         return self._change(
@@ -533,6 +547,7 @@ class Ledger:
             session_id=session_id,
             detail={"transmitted_size": transmitted_size},
             direction=Direction.OUTBOUND,
+            **_worker_guard(worker),
         )
 
     def mark_delivered(self, transfer_id: int, *, session_id: str | None = None) -> Transfer:
@@ -572,12 +587,14 @@ class Ledger:
         *,
         retry: bool = False,
         restart_offset: int | None = None,
+        worker: str | None = None,
         session_id: str | None = None,
     ) -> Transfer:
         """``sending``/``sent`` → ``failed`` (or straight back to ``queued`` when ``retry``).
 
         Use for a broken session or an SFNA/EFNA with the retry flag.  ``restart_offset`` keeps
         the position a later restart may resume from (records for F/V, 1 KiB blocks for U/T).
+        ``worker`` guards the change as in :meth:`mark_sent`.
         """
         _check_size(restart_offset, "restart_offset")
         sets: dict[str, Any] = {
@@ -595,6 +612,7 @@ class Ledger:
             session_id=session_id,
             detail={"error": error, "retry": retry, "restart_offset": restart_offset},
             direction=Direction.OUTBOUND,
+            **_worker_guard(worker),
         )
 
     def requeue(self, transfer_id: int, *, session_id: str | None = None) -> Transfer:

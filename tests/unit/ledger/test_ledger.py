@@ -473,3 +473,18 @@ def test_claim_receipts_one_sender_at_a_time(ledger: Ledger, make_key: KeyFactor
     assert [t.id for t in ledger.claim_receipts(P1, "gw-1")] == [ids[2]]
     kinds = [e.kind for e in ledger.events(ids[1])]
     assert kinds.count("receipt_claimed") == 4 and "receipt_unclaimed" in kinds
+
+
+def test_worker_guard_stops_a_late_worker(ledger: Ledger, make_key: KeyFactory) -> None:
+    t = ledger.enqueue_outbound(P1, make_key(), "/out/a", 5, SHA)
+    assert ledger.claim_outbound(P1, "gw-slow") is not None
+    time.sleep(0.01)
+    ledger.requeue_stale(timedelta(0))
+    taken = ledger.claim_outbound(P1, "gw-fast")
+    assert taken is not None and taken.worker == "gw-fast"
+    with pytest.raises(InvalidTransition, match="claimed by 'gw-fast'"):
+        ledger.mark_sent(t.id, worker="gw-slow")
+    with pytest.raises(InvalidTransition, match="claimed by 'gw-fast'"):
+        ledger.mark_failed(t.id, "late failure", worker="gw-slow")
+    assert ledger.get(t.id).status is TransferStatus.SENDING
+    assert ledger.mark_sent(t.id, worker="gw-fast").status is TransferStatus.SENT
