@@ -158,3 +158,20 @@ async def test_recovery_completes_a_renamed_but_unrecorded_file(
 def _write(path: Path, data: bytes) -> None:
     os.makedirs(path.parent, exist_ok=True)
     path.write_bytes(data)
+
+
+async def test_max_sessions_answers_esid_08(tmp_path: Path, start_gateway: Callable[..., Any]) -> None:
+    a: Gateway = await start_gateway(
+        gateway_config(
+            tmp_path / "a",
+            A_ID,
+            partners={"b": {"odette_id": B_ID, "password": "BPW"}},
+            limits={"max_sessions": 1, "idle_timeout": 20},
+        )
+    )
+    first = OFTPClient(SessionConfig(B_ID, "BPW"), "127.0.0.1", a.port())
+    await first.connect()
+    with pytest.raises(SessionRejected) as info:
+        await OFTPClient(SessionConfig(B_ID, "BPW"), "127.0.0.1", a.port()).connect()
+    assert info.value.reason == 8
+    await first.close()
