@@ -142,6 +142,7 @@ class AsyncLedger:
         transmitted_size: int | None = None,
         transmitted_digest: str | None = None,
         session_id: str | None = None,
+        guard_session: bool = False,
     ) -> Transfer:
         """See :meth:`Ledger.complete_inbound`."""
         return await asyncio.to_thread(
@@ -154,6 +155,7 @@ class AsyncLedger:
             transmitted_size=transmitted_size,
             transmitted_digest=transmitted_digest,
             session_id=session_id,
+            guard_session=guard_session,
         )
 
     async def fail_inbound(
@@ -164,6 +166,7 @@ class AsyncLedger:
         restart_offset: int = 0,
         refusal_code: int | None = None,
         session_id: str | None = None,
+        guard_session: bool = False,
     ) -> Transfer:
         """See :meth:`Ledger.fail_inbound`."""
         return await asyncio.to_thread(
@@ -173,6 +176,7 @@ class AsyncLedger:
             restart_offset=restart_offset,
             refusal_code=refusal_code,
             session_id=session_id,
+            guard_session=guard_session,
         )
 
     async def release_receipt(

@@ -175,6 +175,15 @@ def _worker_guard(worker: str | None) -> dict[str, Any]:
     return {"extra_where": "worker = ?", "extra_params": (worker,)}
 
 
+def _session_guard(guard: bool, session_id: str | None) -> dict[str, Any]:
+    """Extra compare-and-set condition: the row still belongs to ``session_id``."""
+    if not guard:
+        return {}
+    if session_id is None:
+        raise ValueError("guard_session needs the session_id the row should belong to")
+    return {"extra_where": "session_id = ?", "extra_params": (session_id,)}
+
+
 def _check_sha256(value: str | None, what: str) -> None:
     if value is None:
         return
@@ -390,6 +399,8 @@ class Ledger:
             if extra_where and current.status in allowed:
                 if "worker = ?" in extra_where:
                     actual += f" (claimed by {current.worker!r})"
+                elif "session_id = ?" in extra_where:
+                    actual += f" (taken over by session {current.session_id!r})"
                 else:
                     actual += f" (receipt {current.receipt_state.value})"
             raise InvalidTransition(transfer_id, action, actual, tuple(s.value for s in allowed))
@@ -778,11 +789,14 @@ class Ledger:
         transmitted_size: int | None = None,
         transmitted_digest: str | None = None,
         session_id: str | None = None,
+        guard_session: bool = False,
     ) -> Transfer:
         """``receiving`` → ``received``: the file is complete and in place at ``path``.
 
         The receipt becomes ``due`` (send the EERP at the next chance) or, with ``hold_receipt``,
         ``held`` until :meth:`release_receipt`.  ``size``/``sha256`` describe the delivered file.
+        With ``guard_session``, the change only happens while the row still belongs to
+        ``session_id`` (the session whose :meth:`begin_inbound` last took it).
         """
         _check_size(size, "size")
         _check_sha256(sha256, "sha256")
@@ -806,6 +820,7 @@ class Ledger:
             session_id=session_id,
             detail={"path": os.fspath(path), "size": size, "receipt": state.value},
             direction=Direction.INBOUND,
+            **_session_guard(guard_session, session_id),
         )
 
     def fail_inbound(
@@ -816,11 +831,14 @@ class Ledger:
         restart_offset: int = 0,
         refusal_code: int | None = None,
         session_id: str | None = None,
+        guard_session: bool = False,
     ) -> Transfer:
         """``receiving`` → ``failed``: the reception broke or was refused (EFNA ``refusal_code``).
 
         ``restart_offset`` is what the partial file keeps for a restart (0 = nothing).  A later
-        :meth:`begin_inbound` of the same key resumes this row.
+        :meth:`begin_inbound` of the same key resumes this row.  With ``guard_session``, a session
+        that lost the row to a newer session of the same file (the partner reconnected while the
+        old connection hung) gets :class:`InvalidTransition` instead of failing the new reception.
         """
         _check_size(restart_offset, "restart_offset")
         return self._change(
@@ -831,6 +849,7 @@ class Ledger:
             session_id=session_id,
             detail={"error": error, "restart_offset": restart_offset, "refusal_code": refusal_code},
             direction=Direction.INBOUND,
+            **_session_guard(guard_session, session_id),
         )
 
     def release_receipt(

@@ -488,3 +488,21 @@ def test_worker_guard_stops_a_late_worker(ledger: Ledger, make_key: KeyFactory) 
         ledger.mark_failed(t.id, "late failure", worker="gw-slow")
     assert ledger.get(t.id).status is TransferStatus.SENDING
     assert ledger.mark_sent(t.id, worker="gw-fast").status is TransferStatus.SENT
+
+
+def test_session_guard_on_inbound(ledger: Ledger, make_key: KeyFactory) -> None:
+    """The partner reconnects while the old connection hangs: the old session must not fail or
+    complete the reception the new session now owns."""
+    key = make_key()
+    old, _ = ledger.begin_inbound(P1, key, session_id="old")
+    new, dup = ledger.begin_inbound(P1, key, session_id="new")
+    assert not dup and new.id == old.id and new.session_id == "new"
+    with pytest.raises(InvalidTransition, match="taken over by session 'new'"):
+        ledger.fail_inbound(old.id, "read timeout", session_id="old", guard_session=True)
+    with pytest.raises(InvalidTransition, match="taken over by session 'new'"):
+        ledger.complete_inbound(old.id, "/in/a", 5, SHA, session_id="old", guard_session=True)
+    assert ledger.get(old.id).status is TransferStatus.RECEIVING
+    with pytest.raises(ValueError, match="guard_session needs the session_id"):
+        ledger.fail_inbound(old.id, "x", guard_session=True)
+    done = ledger.complete_inbound(new.id, "/in/a", 5, SHA, session_id="new", guard_session=True)
+    assert done.status is TransferStatus.RECEIVED
