@@ -45,7 +45,7 @@ demo: $(STAMP)
 	$(BIN)/python -m oftp2_provider.demo
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f .ci/mkdocs.yml
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
