@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -312,7 +313,8 @@ class Ledger:
         self._check_known(version)
         return version
 
-    def _tx(self, *, write: bool = True) -> Any:
+    def _tx(self, *, write: bool = True) -> AbstractContextManager[Cursor]:
+        """A transaction on a migrated schema (migrates on the first use in this process)."""
         if self._ready_pid != os.getpid():
             self.migrate()
         return self._backend.transaction(write=write)
