@@ -487,8 +487,14 @@ class LedgerSessionHandler:
 
     async def _fail_inbound(self, transfer_id: int, error: str, restart_offset: int = 0) -> None:
         try:
+            # guarded: if the partner already reconnected and a newer session resumed this file,
+            # this (older) session must not mark it failed
             await self.ctx.ledger.fail_inbound(
-                transfer_id, error, restart_offset=restart_offset, session_id=self.session_id
+                transfer_id,
+                error,
+                restart_offset=restart_offset,
+                session_id=self.session_id,
+                guard_session=True,
             )
         except LedgerError as exc:
             self._log(logging.WARNING, "cannot mark inbound failed: %s", exc, transfer_id=transfer_id)

@@ -175,3 +175,76 @@ async def test_max_sessions_answers_esid_08(tmp_path: Path, start_gateway: Calla
         await OFTPClient(SessionConfig(B_ID, "BPW"), "127.0.0.1", a.port()).connect()
     assert info.value.reason == 8
     await first.close()
+
+
+async def test_a_stale_session_cannot_fail_the_reception_a_newer_session_resumed(
+    tmp_path: Path, start_gateway: Callable[..., Any]
+) -> None:
+    """The partner reconnects while its old connection still looks alive to us; the old one ends last."""
+    from collections.abc import AsyncIterator
+
+    from oftp2_provider.protocol.api import OutboundFile
+
+    a: Gateway = await start_gateway(
+        gateway_config(tmp_path / "a", A_ID, partners={"b": {"odette_id": B_ID, "password": "BPW"}})
+    )
+    total, chunk = 8 * 1024 * 1024, 64 * 1024  # the receiver writes in 1 MiB buffers
+    data = os.urandom(total)
+    gates = [asyncio.Event(), asyncio.Event()]
+
+    def source(stall_at: int, gate: asyncio.Event) -> Callable[[int], AsyncIterator[bytes]]:
+        async def chunks(offset: int) -> AsyncIterator[bytes]:
+            for pos in range(offset, total, chunk):
+                if pos >= stall_at:
+                    await gate.wait()
+                yield data[pos : pos + chunk]
+
+        return chunks
+
+    def item(src: Callable[[int], AsyncIterator[bytes]]) -> OutboundFile:
+        return OutboundFile(
+            dsn="RACE",
+            originator=B_ID,
+            destination=A_ID,
+            source=src,
+            size=total,
+            date="20260103",
+            time="0000000001",
+        )
+
+    partial = tmp_path / "a" / "inbox" / "b" / ".partial"
+
+    async def partial_size_at_least(n: int) -> None:
+        for _ in range(400):
+            sizes = await asyncio.to_thread(
+                lambda: [p.stat().st_size for p in partial.glob("RACE*") if not p.name.endswith(".sfid")]
+            )
+            if sizes and sizes[0] >= n:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("partial file did not grow")
+
+    old = OFTPClient(SessionConfig(B_ID, "BPW", sdeb=4096, credit=4), "127.0.0.1", a.port())
+    await old.connect()
+    old_send = asyncio.create_task(old.send_file(item(source(2 * 1024 * 1024, gates[0]))))
+    await partial_size_at_least(1024 * 1024)
+
+    new = OFTPClient(SessionConfig(B_ID, "BPW", sdeb=4096, credit=4), "127.0.0.1", a.port())
+    await new.connect()
+    new_send = asyncio.create_task(new.send_file(item(source(5 * 1024 * 1024, gates[1]))))
+    await partial_size_at_least(3 * 1024 * 1024)
+
+    await old.abort()  # the old session ends while the new one is receiving the same file
+    old_send.cancel()
+    await asyncio.gather(old_send, return_exceptions=True)
+    await asyncio.sleep(0.3)
+    [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+    assert row.status is TransferStatus.RECEIVING  # not failed by the stale session
+
+    gates[1].set()
+    result = await new_send
+    await new.close()
+    assert result.ok and result.restart_offset > 0
+    [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+    assert row.status is TransferStatus.RECEIVED and row.attempts == 2
+    assert row.sha256 == hashlib.sha256(data).hexdigest()
