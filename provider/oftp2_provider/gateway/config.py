@@ -207,12 +207,16 @@ class TlsListener(_Model):
 
 
 class RelayListener(_Model):
-    """An Azure Relay Hybrid Connection listener (filled in by the relay work; not started yet)."""
+    """An Azure Relay Hybrid Connection listener: partners tunnel OFTP through the relay (azbridge-compatible).
+
+    No inbound port is opened: the gateway keeps an outbound WebSocket to the relay and bridges each
+    relayed connection to a loopback OFTP server.
+    """
 
     type: Literal["relay"] = Field(default="relay", description="Listener kind.")
     namespace: str = Field(description="Relay namespace FQDN, e.g. `example.servicebus.windows.net`.")
     path: str = Field(description="Hybrid Connection name.")
-    key_name: str | None = Field(default=None, description="SAS key (policy) name.")
+    key_name: str | None = Field(default=None, description="SAS key (policy) name with Listen rights.")
     key: SecretStr | None = Field(default=None, description="SAS key.")
     endpoint: str | None = Field(default=None, description="Override URL (for the loopback emulator).")
 

@@ -95,6 +95,8 @@ class _Listener:
     server: OFTPServer | None = None
     port: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: For ``relay``: the azbridge-compatible forwarder feeding the loopback server.
+    forwarder: Any = None
 
 
 def _ca_file(paths: list[Path]) -> Path | None:
@@ -219,11 +221,7 @@ class Gateway:
     async def _start_listener(self, listener: _Listener) -> None:
         cfg = listener.config
         if isinstance(cfg, RelayListener):
-            log.warning(
-                "relay listener %s/%s configured but not available in this version; skipped",
-                cfg.namespace,
-                cfg.path,
-            )
+            await self._start_relay(listener, cfg)
             return
         server = OFTPServer(
             self.session_config(),
@@ -235,6 +233,34 @@ class Gateway:
         listener.server = server
         listener.port = server.port
         log.info("listening on %s %s:%d", cfg.type, cfg.host, server.port)
+
+    async def _start_relay(self, listener: _Listener, cfg: RelayListener) -> None:
+        """A loopback OFTP server fed by an azbridge-compatible Hybrid Connection forwarder.
+
+        Partners reach us through Azure Relay (``azbridge -L …`` or our ``relay-forward``) with any
+        port name; no inbound port is opened.  Per-address limits do not apply (every relayed
+        session comes from the loopback address); ``max_sessions`` does.
+        """
+        from oftp2_provider.relay.address import HybridConnectionAddress
+        from oftp2_provider.relay.forward import RelayForwardListener
+        from oftp2_provider.relay.sas import SasTokenProvider
+
+        server = OFTPServer(
+            self.session_config(),
+            lambda ctx: LedgerSessionHandler(self.ctx, relayed=True),
+            max_sessions=self.config.limits.max_sessions,
+        )
+        await server.start("127.0.0.1", 0)
+        tokens = SasTokenProvider(cfg.key_name or "", cfg.key.get_secret_value() if cfg.key else "")
+        address = HybridConnectionAddress(cfg.namespace, cfg.path, endpoint=cfg.endpoint)
+        forwarder = RelayForwardListener(address, tokens, {"oftp": ("127.0.0.1", server.port)})
+        try:
+            await forwarder.start()
+        except BaseException:
+            await server.close()
+            raise
+        listener.server, listener.forwarder, listener.port = server, forwarder, server.port
+        log.info("listening on relay %s/%s (loopback port %d)", cfg.namespace, cfg.path, server.port)
 
     def _handler_factory(self, session_ctx: SessionContext) -> LedgerSessionHandler:
         return LedgerSessionHandler(self.ctx)
@@ -313,6 +339,9 @@ class Gateway:
                 break
             await asyncio.sleep(0.05)
         for listener in self.listeners:
+            if listener.forwarder is not None:
+                with contextlib.suppress(Exception):
+                    await listener.forwarder.stop()
             if listener.server is not None:
                 await listener.server.close()
         for task in list(self._background):
@@ -345,7 +374,9 @@ class Gateway:
         for lst in self.listeners:
             cfg = lst.config
             info: dict[str, Any] = {"type": cfg.type, "running": lst.server is not None}
-            if not isinstance(cfg, RelayListener):
+            if isinstance(cfg, RelayListener):
+                info.update(namespace=cfg.namespace, path=cfg.path)
+            else:
                 info.update(host=cfg.host, port=lst.port)
             out.append(info)
         return out

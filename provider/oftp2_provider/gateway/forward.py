@@ -155,8 +155,12 @@ class LedgerSessionHandler:
     set by :meth:`accept_connection`.
     """
 
-    def __init__(self, ctx: GatewayContext, *, partner_name: str | None = None) -> None:
+    def __init__(
+        self, ctx: GatewayContext, *, partner_name: str | None = None, relayed: bool = False
+    ) -> None:
         self.ctx = ctx
+        #: Session arrived through Azure Relay (its peer address is the loopback forwarder).
+        self.relayed = relayed
         self.session_id = uuid.uuid4().hex[:16]
         self.partner_name = partner_name
         self.partner: PartnerConfig | None = ctx.config.partners[partner_name] if partner_name else None
@@ -218,7 +222,7 @@ class LedgerSessionHandler:
         """Partner table, limits, then the user hook (responder only)."""
         limits = self.ctx.config.limits
         verdict, partner = await self.ctx.policy.decide(request)
-        ip = request.peer_address[0] if request.peer_address else None
+        ip = request.peer_address[0] if request.peer_address and not self.relayed else None
         if verdict.accept and self.ctx.stopping:
             verdict.reject(5, "gateway is shutting down")
         if verdict.accept and ip is not None:

@@ -248,3 +248,52 @@ async def test_a_stale_session_cannot_fail_the_reception_a_newer_session_resumed
     [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
     assert row.status is TransferStatus.RECEIVED and row.attempts == 2
     assert row.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_relay_listener_receives_through_the_emulator(
+    tmp_path: Path, start_gateway: Callable[..., Any]
+) -> None:
+    from oftp2_provider.relay import RelayEmulator, relay_forward_sender
+
+    emu = RelayEmulator(hybrid_connections=["oftp-gw"], accept_timeout=5, request_timeout=10)
+    await emu.start()
+    try:
+        key_name = next(iter(emu.keys))
+        a: Gateway = await start_gateway(
+            gateway_config(
+                tmp_path / "a",
+                A_ID,
+                listeners=[
+                    {
+                        "type": "relay",
+                        "namespace": emu.namespace,
+                        "path": "oftp-gw",
+                        "key_name": key_name,
+                        "key": emu.keys[key_name],
+                        "endpoint": emu.url,
+                    }
+                ],
+                partners={"b": {"odette_id": B_ID, "password": "BPW"}},
+            )
+        )
+        assert a.listener_info()[0]["type"] == "relay" and a.listener_info()[0]["running"]
+        async with relay_forward_sender(emu.address("oftp-gw"), emu.token_provider(), "oftp") as local_port:
+            b: Gateway = await start_gateway(
+                gateway_config(
+                    tmp_path / "b",
+                    B_ID,
+                    password="BPW",
+                    partners={
+                        "a": {"odette_id": A_ID, "password": "OWNPW", "address": f"127.0.0.1:{local_port}"}
+                    },
+                )
+            )
+            sent = await b.submit_file("a", dsn="VIA.RELAY", content=b"tunnelled" * 10000)
+            result = await b.call_partner("a")
+            assert result.ok and result.files_sent == 1 and result.receipts_received == 1, result
+        assert (await b.ledger.get(sent.id)).status is TransferStatus.DELIVERED
+        [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+        assert row.status is TransferStatus.RECEIVED and row.size == 90000
+        await a.stop(grace=0)
+    finally:
+        await emu.stop()
