@@ -224,3 +224,45 @@ def test_cli_check_and_errors(tmp_path: Path, free_port: Callable[[], int]) -> N
 def _read(path: str | None) -> bytes:
     assert path is not None
     return Path(path).read_bytes()
+
+
+async def test_cli_call_sends_the_queue_and_prints_the_result(tmp_path: Path) -> None:
+    """`oftp2 gateway --config B --call a` against a running gateway A: queued files go out."""
+    import json
+
+    from oftp2_provider.gateway.config import load_config
+    from oftp2_provider.gateway.daemon import Gateway
+
+    from .conftest import gateway_config
+
+    a = Gateway(gateway_config(tmp_path / "a", A_ID, partners={"b": {"odette_id": B_ID, "password": "BPW"}}))
+    await a.start()
+    try:
+        conf = tmp_path / "b" / "gateway.toml"
+        conf.parent.mkdir(parents=True)
+        conf.write_text(
+            f'state_dir = "state"\n[identity]\nodette_id = "{B_ID}"\npassword = "BPW"\n'
+            f'[partners.a]\nodette_id = "{A_ID}"\npassword = "OWNPW"\naddress = "127.0.0.1:{a.port()}"\n'
+        )
+        b = Gateway(load_config(conf))
+        await b.start(listen=False)
+        await b.submit_file("a", dsn="FROM.CLI", content=b"queued before the call")
+        await b.stop(grace=0)
+        proc = await asyncio.create_subprocess_exec(
+            str(OFTP2),
+            "gateway",
+            "--config",
+            str(conf),
+            "--call",
+            "a",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        result = json.loads(out)
+        assert result["ok"] and result["files_sent"] == 1 and result["receipts_received"] == 1
+        [row] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+        assert row.key.dsn == "FROM.CLI" and row.status is TransferStatus.RECEIVED
+    finally:
+        await a.stop(grace=0)
