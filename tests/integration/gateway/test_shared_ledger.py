@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from oftp2_provider.gateway.daemon import Gateway
-from oftp2_provider.ledger import Direction, TransferStatus
+from oftp2_provider.ledger import Direction, Ledger, TransferStatus
 
 from .conftest import A_ID, B_ID, gateway_config
 
@@ -63,3 +65,24 @@ async def test_two_gateways_one_postgres_ledger_no_double_send(
 def _read(path: str | None) -> bytes:
     assert path is not None
     return Path(path).read_bytes()
+
+
+async def test_ledger_from_an_airflow_connection_id(
+    tmp_path: Path, start_gateway: Callable[..., Any], postgres_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_OFTP2_GATEWAY_LEDGER", postgres_uri)
+    gw: Gateway = await start_gateway(
+        gateway_config(
+            tmp_path / "a",
+            A_ID,
+            ledger={"conn_id": "oftp2_gateway_ledger"},
+            partners={"b": {"odette_id": B_ID, "password": "BPW"}},
+        )
+    )
+    assert gw.ledger.ledger.dialect == "postgresql"
+    queued = await gw.submit_file("b", dsn="VIA.CONN", content=b"x")
+    other = Ledger.from_uri(postgres_uri)  # the same database seen directly
+    try:
+        assert (await asyncio.to_thread(other.get, queued.id)).key.dsn == "VIA.CONN"
+    finally:
+        other.close()
