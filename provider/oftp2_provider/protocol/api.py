@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -203,11 +204,14 @@ class PartnerConfig:
 
 
 def passwords_match(expected: str, presented: str, *, case_sensitive: bool = False) -> bool:
-    """Compare two SSID passwords after right-trimming spaces (case-insensitive by default)."""
+    """Compare two SSID passwords after right-trimming spaces (case-insensitive by default).
+
+    The comparison takes the same time wherever the first difference is (``hmac.compare_digest``).
+    """
     a, b = expected.rstrip(" "), presented.rstrip(" ")
     if not case_sensitive:
         a, b = a.upper(), b.upper()
-    return a == b
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------
