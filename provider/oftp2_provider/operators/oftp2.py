@@ -257,6 +257,8 @@ class OFTP2SendOperator(BaseOperator):
         self, context: Context, event: dict[str, Any], result: dict[str, Any] | None = None
     ) -> Any:
         """Resume after :class:`OFTP2EERPTrigger` fired: check receipts, return the full result."""
+        if not result:  # kwargs of the deferral may not come back on every Airflow version
+            result = context["ti"].xcom_pull(task_ids=self.task_id, key="send_result")
         out = dict(result or {})
         out["receipts"] = evaluate_receipts(event, fail_on_nerp=self.fail_on_nerp)
         return out
