@@ -105,17 +105,6 @@ class GatewayContext:
     #: Inbound transfers whose receipt a session of this gateway is sending right now (so that
     #: concurrent sessions with the same partner do not all send the same EERP).
     receipts_claimed: set[int] = field(default_factory=set)
-    #: One ``receipts_to_send`` query in flight per partner, shared by its concurrent sessions.
-    _scans: dict[str, asyncio.Task[list[Transfer]]] = field(default_factory=dict)
-
-    async def due_receipts(self, partner_id: str) -> list[Transfer]:
-        """The partner's due receipts; concurrent callers share one query (results may be stale,
-        callers re-check each row under a claim)."""
-        task = self._scans.get(partner_id)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self.ledger.receipts_to_send(partner_id))
-            self._scans[partner_id] = task
-        return list(await asyncio.shield(task))
 
     @property
     def own_id(self) -> str:
@@ -169,8 +158,6 @@ class LedgerSessionHandler:
         self._inbound: dict[tuple[str, str, str, str, str], _Inbound] = {}
         self._files_in_flight: dict[tuple[str, str, str, str, str], int] = {}
         self._receipts_in_flight: list[int] = []
-        #: Receipts that became due in this session (checked first: a shared scan may predate them).
-        self._own_due: list[int] = []
         self._retry_later: list[int] = []
         self._nerp_warning = False
         self.files_received = 0
@@ -422,8 +409,6 @@ class LedgerSessionHandler:
                 transfer = await self.ctx.ledger.get(entry.transfer_id)
                 if transfer.receipt_state is ReceiptState.SENT:
                     await self.ctx.ledger.resend_receipt(entry.transfer_id, session_id=self.session_id)
-                if transfer.receipt_state in (ReceiptState.SENT, ReceiptState.DUE):
-                    self._own_due.append(entry.transfer_id)
             except (LedgerError, InvalidTransition) as exc:
                 self._log(
                     logging.WARNING, "cannot re-send the receipt: %s", exc, transfer_id=entry.transfer_id
@@ -463,8 +448,6 @@ class LedgerSessionHandler:
             )
             return
         self.files_received += 1
-        if transfer.receipt_state is ReceiptState.DUE:
-            self._own_due.append(transfer.id)
         self._log(
             logging.INFO,
             "received %s (%d octets) -> %s",
@@ -646,12 +629,13 @@ class LedgerSessionHandler:
             return []
         level = ctx.negotiated.level if ctx.negotiated else ProtocolLevel.V2_0
         items: list[OutboundItem] = []
-        own, self._own_due = self._own_due, []
-        candidates = list(
-            dict.fromkeys([*own, *(t.id for t in await self.ctx.due_receipts(self.partner_id))])
+        # claimed in the ledger for this node, so gateways sharing the ledger never send the same
+        # receipt; the in-memory claim below keeps concurrent sessions of this node apart
+        receipt_rows = await self.ctx.ledger.claim_receipts(
+            self.partner_id, self.ctx.node, limit=RECEIPTS_PER_TURN, session_id=self.session_id
         )
         checked = 0
-        for transfer_id in candidates:
+        for transfer_id in (t.id for t in receipt_rows):
             if transfer_id in self.ctx.receipts_claimed:
                 continue  # another session of ours is sending it
             if checked >= RECEIPTS_PER_TURN:
@@ -768,7 +752,10 @@ class LedgerSessionHandler:
                     restart_offset=size // 1024,
                 )
         finally:
-            self._release_receipt_claims()  # not confirmed: due again for the next session
+            for transfer_id in self._receipts_in_flight:  # not confirmed: due again for the next session
+                with contextlib.suppress(Exception):
+                    await ledger.unclaim_receipt(transfer_id, self.ctx.node, session_id=self.session_id)
+            self._release_receipt_claims()
             self._files_in_flight.clear()
             self._inbound.clear()
             if self.peer_ip is not None:

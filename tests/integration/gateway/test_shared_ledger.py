@@ -86,3 +86,51 @@ async def test_ledger_from_an_airflow_connection_id(
         assert (await asyncio.to_thread(other.get, queued.id)).key.dsn == "VIA.CONN"
     finally:
         other.close()
+
+
+async def test_two_nodes_send_each_released_receipt_once(
+    tmp_path: Path, start_gateway: Callable[..., Any], postgres_uri: str
+) -> None:
+    nodes: list[Gateway] = []
+    for node in ("rx-1", "rx-2"):
+        nodes.append(
+            await start_gateway(
+                gateway_config(
+                    tmp_path / node,
+                    A_ID,
+                    node_id=node,
+                    ledger={"uri": postgres_uri},
+                    partners={"b": {"odette_id": B_ID, "password": "BPW", "receipt_policy": "hold"}},
+                )
+            )
+        )
+    callers: list[Gateway] = []
+    for i, node_gw in enumerate(nodes):
+        callers.append(
+            await start_gateway(
+                gateway_config(
+                    tmp_path / f"caller-{i}",
+                    B_ID,
+                    password="BPW",
+                    partners={
+                        "a": {
+                            "odette_id": A_ID,
+                            "password": "OWNPW",
+                            "address": f"127.0.0.1:{node_gw.port()}",
+                        }
+                    },
+                )
+            )
+        )
+    for i in range(10):
+        await callers[0].submit_file("a", dsn=f"HELD{i}", content=b"x" * (i + 1))
+    assert (await callers[0].call_partner("a")).files_sent == 10
+    for row in await nodes[0].ledger.list_transfers(direction=Direction.INBOUND):
+        await nodes[0].ledger.release_receipt(row.id, True)
+
+    # the partner calls both nodes at the same time: every EERP goes out exactly once
+    results = await asyncio.gather(callers[0].call_partner("a"), callers[1].call_partner("a"))
+    assert all(r.ok for r in results)
+    assert sum(r.receipts_received for r in results) == 10, results
+    rows = await nodes[0].ledger.list_transfers(direction=Direction.INBOUND)
+    assert {r.receipt_state.value for r in rows} == {"sent"}
