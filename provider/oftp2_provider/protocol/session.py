@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import codec, framing, records
@@ -528,6 +529,18 @@ class Session:
         if eor:
             self._tx_records += 1
         self._tx_held.extend(self._tx_encoder.write(chunk, end_of_record=eor))
+        self._release_held()
+        return self._take()
+
+    def send_records(self, recs: Sequence[bytes]) -> bytes:
+        """Speaker: send complete records (F/V) in one call; like ``send_data(r, eor=True)`` for each."""
+        if self._tx_encoder is None or self._sm.state not in (State.OPO, State.OPOWFC):
+            raise LocalProtocolError(f"cannot send DATA in state {self._sm.state.value}")
+        enc, held = self._tx_encoder, self._tx_held
+        for r in recs:
+            held.extend(enc.write(r, end_of_record=True))
+            self._tx_octets += len(r)
+        self._tx_records += len(recs)
         self._release_held()
         return self._take()
 

@@ -22,7 +22,7 @@ import logging
 import os
 import ssl as _ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +377,14 @@ class _Driver:
             )
         raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after EFID")
 
+    def _check_alive(self) -> None:
+        """Stop streaming into a connection that is gone (writes to it would be dropped silently)."""
+        if self.writer.is_closing():
+            self.session.connection_lost()
+            raise SessionAborted(
+                EsidReason.UNSPECIFIED, "connection lost while sending", connection_lost=True
+            )
+
     async def _wait_credit(self) -> None:
         await self.drain_if_needed()
         ev = await self.next_event(self.config.timeouts.read)
@@ -400,6 +408,7 @@ class _Driver:
             hasher.update(data)
         if self.progress is not None:
             self.progress(len(data))
+        self._check_alive()
         s = self.session
         out = s.send_data(data, eor)
         if out:
@@ -409,6 +418,56 @@ class _Driver:
         ahead = max(1, min(neg.credit, _AHEAD_OCTETS // neg.sdeb)) if neg else 1
         while s.held_buffers > ahead:
             await self._wait_credit()
+
+    async def _push_records(self, recs: list[bytes]) -> None:
+        """Send complete records in one session call (F/V), with the same backpressure as ``_push``."""
+        if self.progress is not None:
+            self.progress(sum(map(len, recs)))
+        self._check_alive()
+        s = self.session
+        out = s.send_records(recs)
+        if out:
+            self.write(out)
+            await self.drain_if_needed()
+        neg = s.negotiated
+        ahead = max(1, min(neg.credit, _AHEAD_OCTETS // neg.sdeb)) if neg else 1
+        while s.held_buffers > ahead:
+            await self._wait_credit()
+
+    async def _send_record_stream(
+        self, item: OutboundFile, chunks: AsyncIterator[bytes], hasher: Any | None
+    ) -> int:
+        """Cut F (``lrecl`` octets) or V (2-octet length prefix) content into records across chunk borders."""
+        sent = 0
+        buf = bytearray()
+        fixed = item.format is RecordFormat.FIXED
+        async for chunk in chunks:
+            if hasher is not None:
+                hasher.update(chunk)
+            buf += chunk
+            pos = 0
+            recs: list[bytes] = []
+            while True:
+                if fixed:
+                    size, start = item.lrecl, pos
+                else:
+                    if len(buf) - pos < 2:
+                        break
+                    size, start = int.from_bytes(buf[pos : pos + 2], "big"), pos + 2
+                if len(buf) - start < size:
+                    break
+                recs.append(bytes(buf[start : start + size]))
+                pos = start + size
+            del buf[:pos]
+            if recs:
+                await self._push_records(recs)
+                sent += sum(map(len, recs))
+        if buf:
+            if not fixed:
+                raise ValueError(f"{item.dsn}: V content ends inside a record")
+            await self._push_records([bytes(buf)])  # a short last F record
+            sent += len(buf)
+        return sent
 
     def _chunk_size(self) -> int:
         neg = self.session.negotiated
@@ -421,21 +480,13 @@ class _Driver:
         sent = 0
         reader = ChunkReader(path, offset, self._chunk_size(), hasher)
         try:
-            if item.format is RecordFormat.FIXED:
-                lrecl = item.lrecl
-                per = max(1, self._chunk_size() // lrecl)
-                while block := await reader.read_exactly(per * lrecl):
-                    for i in range(0, len(block), lrecl):
-                        rec = block[i : i + lrecl]
-                        await self._push(rec, True, None)
-                        sent += len(rec)
-            elif item.format is RecordFormat.VARIABLE:
-                while head := await reader.read_exactly(2):
-                    if len(head) < 2:
-                        raise ValueError(f"{path}: truncated V record length prefix")
-                    rec = await reader.read_exactly(int.from_bytes(head, "big"))
-                    await self._push(rec, True, None)
-                    sent += len(rec)
+            if item.format in (RecordFormat.FIXED, RecordFormat.VARIABLE):
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    while block := await reader.read():
+                        yield block
+
+                sent = await self._send_record_stream(item, chunks(), None)
             else:
                 block = await reader.read()
                 while True:
@@ -451,7 +502,10 @@ class _Driver:
         return sent
 
     async def _stream_source(self, item: OutboundFile, offset: int, hasher: Any) -> int:
+        """Send from an async source; F/V content is cut into records across chunk borders."""
         assert item.source is not None
+        if item.format in (RecordFormat.FIXED, RecordFormat.VARIABLE):
+            return await self._send_record_stream(item, item.source(offset), hasher)
         sent = 0
         pending: bytes | None = None
         async for chunk in item.source(offset):
