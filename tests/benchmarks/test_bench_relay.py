@@ -1,18 +1,33 @@
-"""Benchmarks of the relay: HTTP requests/s through the listener, and tunnel vs direct TCP throughput.
+"""Benchmarks of the relay: HTTP requests/s through the listener, tunnel vs direct TCP throughput, and
+an OFTP2 session (OFTPClient/OFTPServer) through the tunnel vs direct (three processes: partner,
+relay emulator, gateway; target ratio ≥ 0.5, a warning below).
 
 Run with ``make bench`` (or ``pytest -s tests/benchmarks/test_bench_relay.py``).  Each figure is
 reported as a ratio against a baseline measured in the same run on the same machine (a plain HTTP
 server / a direct TCP connection on loopback); no absolute timing is asserted, only correctness.
-Sizes: ``OFTP2_BENCH_RELAY_REQUESTS`` (default 2000) and ``OFTP2_BENCH_RELAY_MB`` (default 256).
+Sizes: ``OFTP2_BENCH_RELAY_REQUESTS`` (default 2000), ``OFTP2_BENCH_RELAY_MB`` (default 256),
+``OFTP2_BENCH_RELAY_OFTP_MIB`` (default 128) and ``OFTP2_BENCH_ROUNDS`` (interleaved rounds, default 3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 import time
+import warnings
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from oftp2_provider.pki import PKIBundle
 from oftp2_provider.relay import (
     HybridConnectionClient,
     HybridConnectionListener,
@@ -144,3 +159,166 @@ async def test_tunnel_vs_direct_tcp_throughput() -> None:
         f"({SIZE_MB} MiB, one process, 2 extra WebSocket hops); ratio tunnel/direct = {tunnelled / direct:.3f}"
     )
     assert tunnelled > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# OFTP2 through the relay tunnel vs direct, as deployed: three processes (partner, relay, gateway).
+
+OFTP_MIB = int(os.environ.get("OFTP2_BENCH_RELAY_OFTP_MIB", "128"))
+OFTP_ROUNDS = int(os.environ.get("OFTP2_BENCH_ROUNDS", "3"))
+
+OFTP_WORKER = textwrap.dedent(
+    r"""
+    import asyncio, json, ssl, sys, time
+    from pathlib import Path
+
+    def server_ctx(a):
+        if not a["cert"]:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a["cert"], a["key"])
+        return ctx
+
+    def client_ctx(a):
+        return ssl.create_default_context(cafile=a["ca"]) if a["ca"] else None
+
+    def relay(a):
+        from oftp2_provider.relay import HybridConnectionAddress, SasTokenProvider
+        address = HybridConnectionAddress("bench.local", "oftp", endpoint=f"ws://127.0.0.1:{a['relay_port']}")
+        return address, SasTokenProvider("bench", a["relay_key"])
+
+    async def emulator(a):
+        from oftp2_provider.relay import RelayEmulator
+        emu = RelayEmulator(namespace="bench.local", keys={"bench": a["relay_key"]}, hybrid_connections=["oftp"])
+        await emu.start()
+        print(emu.port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+        await emu.stop()
+        return {}
+
+    async def gateway(a):
+        from oftp2_provider.protocol.api import SessionConfig, SessionHandlerBase
+        from oftp2_provider.protocol.transport import OFTPServer
+        from oftp2_provider.relay import relay_forward_listener
+        handlers = []
+        def factory(ctx):
+            h = SessionHandlerBase(a["inbox"])
+            handlers.append(h)
+            return h
+        srv = OFTPServer(SessionConfig("O0013SERVER", "SPW"), factory)
+        await srv.start("127.0.0.1", 0, ssl=server_ctx(a))
+        if a["relay_port"]:
+            address, tokens = relay(a)
+            async with relay_forward_listener(address, tokens, {"oftp": ("127.0.0.1", srv.port)}):
+                print(srv.port, flush=True)  # the forwarder is online once entered
+                await srv.wait_sessions(1, timeout=600)
+        else:
+            print(srv.port, flush=True)
+            await srv.wait_sessions(1, timeout=600)
+        await srv.close()
+        return {"size": handlers[0].received[0].size if handlers and handlers[0].received else -1}
+
+    async def partner(a):
+        from oftp2_provider.protocol.api import OutboundFile, SessionConfig
+        from oftp2_provider.protocol.transport import OFTPClient
+        from oftp2_provider.relay import relay_forward_sender
+        async def send(port):
+            t = time.perf_counter()
+            async with OFTPClient(
+                SessionConfig("O0013CLIENT", "CPW"), "127.0.0.1", port,
+                ssl=client_ctx(a), server_hostname="localhost" if a["ca"] else None,
+            ) as c:
+                r = await c.send_file(OutboundFile("BENCH", "O0013CLIENT", "O0013SERVER", path=Path(a["file"])))
+            return {"seconds": time.perf_counter() - t, "ok": r.ok}
+        if not a["relay_port"]:
+            return await send(a["port"])
+        address, tokens = relay(a)
+        async with relay_forward_sender(address, tokens, "oftp") as local_port:
+            return await send(local_port)
+
+    a = json.loads(sys.argv[1])
+    print(json.dumps(asyncio.run(globals()[a["role"]](a))), flush=True)
+    """
+)
+
+
+def _run_oftp(common: dict[str, Any], inbox: Path, relay_port: int) -> float:
+    args = {**common, "relay_port": relay_port}
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", OFTP_WORKER, json.dumps({**args, "role": "gateway", "inbox": str(inbox)})],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gateway.stdout is not None
+        port = int(gateway.stdout.readline())
+        partner = subprocess.run(
+            [sys.executable, "-c", OFTP_WORKER, json.dumps({**args, "role": "partner", "port": port})],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        result = json.loads(partner.stdout.strip().splitlines()[-1])
+        gateway_result = json.loads(gateway.communicate(timeout=60)[0].strip().splitlines()[-1])
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    assert result["ok"] and gateway_result["size"] == OFTP_MIB * CHUNK
+    shutil.rmtree(inbox)  # the next round receives the same DSN afresh
+    inbox.mkdir()
+    return OFTP_MIB / float(result["seconds"])
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_oftp2_through_the_relay_tunnel_vs_direct(tmp_path: Path, test_pki: PKIBundle, tls: bool) -> None:
+    """OFTPClient → relay_forward_sender → emulator → relay_forward_listener → OFTPServer, each side in
+    its own process (partner host, Azure, gateway host), against OFTPClient → OFTPServer direct."""
+    src = tmp_path / "bench.bin"
+    with src.open("wb") as handle:
+        for _ in range(OFTP_MIB):
+            handle.write(os.urandom(CHUNK))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    relay_key = base64.b64encode(os.urandom(32)).decode()
+    common = {
+        "file": str(src),
+        "relay_key": relay_key,
+        "cert": str(test_pki.server.cert_path) if tls else "",
+        "key": str(test_pki.server.key_path) if tls else "",
+        "ca": str(test_pki.ca.cert_path) if tls else "",
+    }
+    emulator = subprocess.Popen(
+        [sys.executable, "-c", OFTP_WORKER, json.dumps({**common, "role": "emulator", "relay_port": 0})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    direct: list[float] = []
+    tunnel: list[float] = []
+    try:
+        assert emulator.stdout is not None
+        relay_port = int(emulator.stdout.readline())
+        for _ in range(OFTP_ROUNDS):  # interleaved, best of each: robust against a busy machine
+            direct.append(_run_oftp(common, inbox, 0))
+            tunnel.append(_run_oftp(common, inbox, relay_port))
+    finally:
+        assert emulator.stdin is not None
+        emulator.stdin.close()
+        try:
+            emulator.wait(15)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+            emulator.wait()
+    ratio = max(tunnel) / max(direct)
+    mode = "TLS" if tls else "TCP"
+    print(
+        f"\nOFTP2 over {mode}, {OFTP_MIB} MiB, SDEB 99999 / credit 999, best of {OFTP_ROUNDS}:\n"
+        f"| path | MiB/s (best) | all rounds |\n|---|---|---|\n"
+        f"| direct | {max(direct):.0f} | {', '.join(f'{v:.0f}' for v in direct)} |\n"
+        f"| relay tunnel | {max(tunnel):.0f} | {', '.join(f'{v:.0f}' for v in tunnel)} |\n"
+        f"ratio tunnel/direct = {ratio:.2f} (target ≥ 0.5)"
+    )
+    if ratio < 0.5:
+        warnings.warn(f"OFTP2 relay tunnel ratio {ratio:.2f} below the 0.5 target", stacklevel=1)
