@@ -236,7 +236,20 @@ class OFTP2Hook(BaseHook):
             own_id=c.odette_id,
             inbox=c.inbox,
             hold_receipts=hold_receipts,
+            partner_certs=self.partner_certificates(),
         )
+
+    def partner_certificates(self) -> list[Any]:
+        """The partner's certificates (``partner_cert``) that verify its signed receipts."""
+        ref = self.config.extras.partner_cert
+        if not ref:
+            return []
+        from oftp2_provider.protocol.certs import load_certificates
+
+        try:
+            return list(load_certificates(resolve_secret(ref)))
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.partner_cert: {exc}") from None
 
     # ------------------------------------------------------------------ test connection
 

@@ -47,6 +47,26 @@ def _verification(command: EERP | NERP) -> str:
     return "UNVERIFIED" if command.signature else "UNSIGNED"
 
 
+def verify_signed_receipt(
+    command: EERP | NERP, transfer: Any, partner_certs: Sequence[Any]
+) -> tuple[str, str]:
+    """Verify a receipt against the partner certificates and the hash of the file we sent.
+
+    Returns ``(outcome, detail)`` with the outcome in upper case (``VERIFIED``, ``UNSIGNED``,
+    ``BAD_SIGNATURE``, ``HASH_MISMATCH``, ``UNKNOWN_CERTIFICATE``).  CPU and file work: call it in a
+    worker thread.
+    """
+    from oftp2_provider.protocol.receipts import file_hash, verify_receipt
+
+    suite = int(getattr(transfer, "cipher_suite", 0) or 0) or 1
+    expected = None
+    path = getattr(transfer, "local_path", None)
+    if path and Path(path).is_file():
+        expected = file_hash(path, suite)
+    result = verify_receipt(command, suite=suite, partner_certs=list(partner_certs), expected_hash=expected)
+    return result.outcome.name, str(getattr(result, "detail", "") or "")
+
+
 class LedgerSessionHandler:
     """A :class:`~oftp2_provider.protocol.api.SessionHandler` that records everything in the ledger.
 
@@ -60,13 +80,21 @@ class LedgerSessionHandler:
     """
 
     def __init__(
-        self, ledger: Ledger, *, partner: str, own_id: str, inbox: Path, hold_receipts: bool = False
+        self,
+        ledger: Ledger,
+        *,
+        partner: str,
+        own_id: str,
+        inbox: Path,
+        hold_receipts: bool = False,
+        partner_certs: Sequence[Any] = (),
     ) -> None:
         self.ledger = ledger
         self.partner = partner
         self.own_id = own_id
         self.inbox = Path(inbox)
         self.hold_receipts = hold_receipts
+        self.partner_certs = list(partner_certs)
         self.received: list[dict[str, Any]] = []
         self.duplicates: list[dict[str, Any]] = []
         self.receipts: list[dict[str, Any]] = []
@@ -154,12 +182,23 @@ class LedgerSessionHandler:
     async def _receipt(self, command: EERP | NERP, ctx: SessionContext) -> None:
         key = VirtualFileKey(*command.key)
         kind = "EERP" if isinstance(command, EERP) else "NERP"
+        verification = _verification(command)
+        if command.signature and self.partner_certs:
+            sent = await self._run(self.ledger.find, key)
+            try:
+                verification, detail = await self._run(
+                    verify_signed_receipt, command, sent, self.partner_certs
+                )
+            except Exception as exc:  # a malformed signature must not break the session
+                verification, detail = "BAD_SIGNATURE", str(exc)
+            if verification != "VERIFIED":
+                log.warning("%s for %s: %s %s", kind, key, verification, detail)
         transfer = await self._run(
             self.ledger.record_receipt,
             key,
             kind,
             _raw(command, ctx),
-            _verification(command),
+            verification,
             command.reason if isinstance(command, NERP) else None,
             command.text if isinstance(command, NERP) else None,
             session_id=ctx.connection_id,
@@ -170,6 +209,7 @@ class LedgerSessionHandler:
                 "virtual_file_key": str(key),
                 "transfer_id": transfer.id if transfer else None,
                 "reason": command.reason if isinstance(command, NERP) else None,
+                "verification": verification,
             }
         )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,32 @@ def test_poll_with_held_receipt_sends_it_after_release(
     assert partner.eerps == []
     nerps = [n for h in partner.handlers for n in h.nerps]
     assert [(n.dsn, n.reason) for n in nerps] == [("ORDERS1", 34)]
+
+
+def test_signed_eerp_is_verified(
+    partner: LoopbackPartner, oftp2_conn: Callable[..., str], tmp_path: Path, test_pki: Any
+) -> None:
+    """A signed EERP from the partner is checked against its certificate and our file's hash."""
+    from oftp2_provider.protocol.commands import EERP
+    from oftp2_provider.protocol.receipts import file_hash, sign_receipt
+
+    partner.behaviour.auto_eerp = False
+    hook = OFTP2Hook(oftp2_conn(partner_cert=f"file:{test_pki.partner.cert_path}"))
+    data = b"signed please\n" * 10
+    good = replace(_spec(tmp_path, "GOOD", data), signed_eerp=True, cipher_suite=4)
+    bad = replace(_spec(tmp_path, "FORGED", b"other"), signed_eerp=True, cipher_suite=4)
+    outcomes = hook.send([good, bad])
+    assert [o.status for o in outcomes] == ["sent", "sent"]
+    ledger = hook.get_ledger()
+    for outcome, signer in zip(outcomes, (test_pki.partner, test_pki.untrusted), strict=True):
+        t = ledger.get(outcome.transfer_id)
+        eerp = EERP(t.key.dsn, t.key.date, t.key.time, destination=t.key.originator, originator=PARTNER)
+        signed = sign_receipt(
+            eerp, suite=4, key=signer.key, cert=signer.cert, file_hash=file_hash(t.local_path or "", 4)
+        )
+        partner.behaviour.deliver.append(signed)
+    hook.poll()
+    verdicts = {
+        ledger.get(o.transfer_id).key.dsn: ledger.receipts(o.transfer_id)[-1].verification for o in outcomes
+    }
+    assert verdicts == {"GOOD": "VERIFIED", "FORGED": "UNKNOWN_CERTIFICATE"}
