@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import ssl
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .api import (
+    CmsAuthenticator,
     OutboundFile,
     PartnerConfig,
     ReceivedFile,
@@ -32,6 +36,9 @@ from .api import (
 from .commands import NERP, ProtocolLevel, RecordFormat
 from .errors import OFTPError
 from .transport import OFTPClient, OFTPServer, client_ssl_context, server_ssl_context
+
+if TYPE_CHECKING:
+    from .secure import InboundSecurity, OutboundSecurity, ProtectedFile, SecureSessionHandler
 
 __all__ = ["register"]
 
@@ -69,6 +76,38 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log protocol details")
 
 
+def _partner_cert(text: str) -> tuple[str, Path]:
+    ident, sep, path = text.partition("=")
+    if not sep or not ident.strip() or not path:
+        raise argparse.ArgumentTypeError(f"expected ODETTEID=FILE, got {text!r}")
+    return ident.strip(), Path(path)
+
+
+def _security_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key",
+        type=Path,
+        help="our private key (PEM/DER): decrypts files, signs files and receipts, authenticates",
+    )
+    p.add_argument("--cert", type=Path, help="our certificate (PEM/DER) matching --key")
+    p.add_argument(
+        "--secure-auth",
+        action="store_true",
+        help="OFTP2 secure authentication (SECD/AUCH/AURP; needs --key/--cert and the partner's certificate)",
+    )
+
+
+def _partner_certs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--partner-cert",
+        type=_partner_cert,
+        action="append",
+        default=[],
+        metavar="ODETTEID=FILE",
+        help="a partner's certificate: verifies its file and receipt signatures, secure authentication",
+    )
+
+
 def _tls_client(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls", action="store_true", help="connect with TLS (≥ 1.2)")
     p.add_argument("--tls-ca", type=Path, help="CA bundle to verify the server (default: system CAs)")
@@ -97,6 +136,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--tls-ca", type=Path, help="CA to verify client certificates (optional mTLS)")
     serve.add_argument("--once", action="store_true", help="exit after the first session")
     serve.add_argument("--no-eerp", action="store_true", help="do not answer received files with an EERP")
+    _security_common(serve)
+    _partner_certs_arg(serve)
     serve.set_defaults(func=_serve)
 
     send = subparsers.add_parser("send", help="send files to an OFTP responder")
@@ -112,6 +153,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--wait-eerp", type=float, default=None, metavar="SECONDS", help="require an EERP per file"
     )
     _tls_client(send)
+    _security_common(send)
+    send.add_argument(
+        "--partner-cert",
+        type=Path,
+        help="the responder's certificate: encryption, receipt signatures, secure auth",
+    )
+    send.add_argument(
+        "--sign", action="store_true", help="sign the files (CMS SignedData, with --key/--cert)"
+    )
+    send.add_argument("--compress", action="store_true", help="compress the files (CMS CompressedData, zlib)")
+    send.add_argument(
+        "--encrypt", action="store_true", help="encrypt the files for --partner-cert (CMS EnvelopedData)"
+    )
+    send.add_argument(
+        "--cipher-suite",
+        type=int,
+        choices=range(0, 7),
+        default=None,
+        metavar="N",
+        help="SFIDCIPH 0-6 (default 4 = AES-256/SHA-256 when signing, encrypting or --signed-eerp, else 0)",
+    )
+    send.add_argument(
+        "--signed-eerp",
+        action="store_true",
+        help="ask for signed receipts; with --wait-eerp the exit status is 0 only when each verified",
+    )
     send.set_defaults(func=_send)
 
     poll = subparsers.add_parser("poll", help="call a partner and receive the files it has queued")
@@ -121,13 +188,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     poll.add_argument("--inbox", type=Path, required=True, help="directory for received files")
     poll.add_argument("--no-eerp", action="store_true", help="do not answer received files with an EERP")
     _tls_client(poll)
+    _security_common(poll)
+    _partner_certs_arg(poll)
     poll.set_defaults(func=_poll)
 
 
 # ---------------------------------------------------------------------------------------------------
 
 
-def _config(args: argparse.Namespace) -> SessionConfig:
+def _authenticator(args: argparse.Namespace, partner_certs: dict[str, Any]) -> CmsAuthenticator | None:
+    if not getattr(args, "secure_auth", False):
+        return None
+    if args.key is None or args.cert is None:
+        raise ValueError("--secure-auth needs --key and --cert")
+    if not partner_certs:
+        raise ValueError("--secure-auth needs the partner's certificate (--partner-cert)")
+    from .certs import load_certificate, load_private_key
+
+    return CmsAuthenticator(load_private_key(args.key), load_certificate(args.cert), partner_certs)
+
+
+def _own_identity(args: argparse.Namespace) -> tuple[Any, Any]:
+    if (getattr(args, "key", None) is None) != (getattr(args, "cert", None) is None):
+        raise ValueError("--key and --cert go together")
+    if getattr(args, "key", None) is None:
+        return None, None
+    from .certs import load_certificate, load_private_key
+
+    return load_private_key(args.key), load_certificate(args.cert)
+
+
+def _inbound_security(args: argparse.Namespace) -> InboundSecurity:
+    from .certs import PartnerCertificates, load_certificate
+    from .secure import InboundSecurity
+
+    key, cert = _own_identity(args)
+    partners = {
+        ident: PartnerCertificates.single(load_certificate(path)) for ident, path in args.partner_cert
+    }
+    return InboundSecurity(key=key, cert=cert, partners=partners, receipts=not args.no_eerp)
+
+
+def _config(args: argparse.Namespace, authenticator: CmsAuthenticator | None = None) -> SessionConfig:
     t = float(args.timeout)
     return SessionConfig(
         odette_id=args.odette_id,
@@ -136,6 +238,8 @@ def _config(args: argparse.Namespace) -> SessionConfig:
         sdeb=args.sdeb,
         credit=args.credit,
         timeouts=Timeouts(connect=min(t, 30.0), read=t, idle=max(t, 300.0)),
+        secure_auth=authenticator is not None,
+        authenticator=authenticator,
     )
 
 
@@ -205,13 +309,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
-    config = _config(args)
+    from .secure import SecureSessionHandler
+
+    security = _inbound_security(args)
+    config = _config(args, _authenticator(args, {k: v.auth for k, v in security.partners.items()}))
     args.inbox.mkdir(parents=True, exist_ok=True)
     tls = server_ssl_context(args.tls_cert, args.tls_key, cafile=args.tls_ca) if args.tls_cert else None
     partners = {p.odette_id: p for p in args.partner}
     server = OFTPServer(
         config,
-        lambda ctx: _CliHandler(args.inbox, auto_eerp=not args.no_eerp, own_id=config.odette_id),
+        lambda ctx: SecureSessionHandler(
+            _CliHandler(args.inbox, auto_eerp=False, own_id=config.odette_id),
+            security,
+            own_id=config.odette_id,
+        ),
         partners=partners,
     )
     host, port = args.listen
@@ -261,28 +372,56 @@ def _send(args: argparse.Namespace) -> int:
         return _fail("send", exc)
 
 
+def _outbound_security(args: argparse.Namespace, partner_cert: Any) -> OutboundSecurity:
+    from .secure import OutboundSecurity
+
+    key, cert = _own_identity(args)
+    secured = args.sign or args.encrypt or args.signed_eerp
+    suite = args.cipher_suite if args.cipher_suite is not None else (4 if secured else 0)
+    if args.sign and key is None:
+        raise ValueError("--sign needs --key and --cert")
+    if args.encrypt and partner_cert is None:
+        raise ValueError("--encrypt needs --partner-cert (the responder's encryption certificate)")
+    return OutboundSecurity(
+        suite=suite,
+        sign=args.sign,
+        compress=args.compress,
+        encrypt=args.encrypt,
+        signed_eerp=args.signed_eerp,
+        key=key,
+        cert=cert,
+        partner_cert=partner_cert,
+    )
+
+
 async def _send_async(args: argparse.Namespace) -> int:
-    config = _config(args)
+    from .certs import PartnerCertificates, load_certificate
+    from .secure import InboundSecurity, SecureSessionHandler, protect_outbound_async
+
+    partner_cert = load_certificate(args.partner_cert) if args.partner_cert else None
+    config = _config(
+        args, _authenticator(args, {args.partner.odette_id: partner_cert} if partner_cert else {})
+    )
     partner: PartnerConfig = args.partner
-    host, port = args.address
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise ValueError(f"no such file: {', '.join(missing)}")
     if args.dsn and len(args.files) > 1:
         raise ValueError("--dsn needs exactly one FILE")
+    options = _outbound_security(args, partner_cert)
+    key, cert = options.key, options.cert
     handler = SessionHandlerBase()
-    client = OFTPClient(
-        config,
-        host,
-        port,
-        partner=partner,
-        ssl=_client_ssl(args),
-        server_hostname=args.tls_server_name,
-        handler=handler,
+    secure = SecureSessionHandler(
+        handler,
+        InboundSecurity(
+            key=key,
+            cert=cert,
+            partners={partner.odette_id: PartnerCertificates.single(partner_cert)} if partner_cert else {},
+        ),
+        own_id=config.odette_id,
     )
-    results: list[SendResult] = []
-    await client.connect()
-    failed = False
+    workdir = Path(tempfile.mkdtemp(prefix="oftp2-send-"))
+    protected: list[ProtectedFile] = []
     try:
         for path in args.files:
             item = OutboundFile(
@@ -293,12 +432,43 @@ async def _send_async(args: argparse.Namespace) -> int:
                 format=RecordFormat(args.format),
                 lrecl=args.lrecl,
             )
+            protected.append(await protect_outbound_async(item, options, workdir=workdir))
+        return await _send_session(args, config, partner, secure, handler, protected)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _send_session(
+    args: argparse.Namespace,
+    config: SessionConfig,
+    partner: PartnerConfig,
+    secure: SecureSessionHandler,
+    handler: SessionHandlerBase,
+    protected: list[ProtectedFile],
+) -> int:
+    host, port = args.address
+    client = OFTPClient(
+        config,
+        host,
+        port,
+        partner=partner,
+        ssl=_client_ssl(args),
+        server_hostname=args.tls_server_name,
+        handler=secure,
+    )
+    results: list[SendResult] = []
+    await client.connect()
+    failed = False
+    try:
+        for prot in protected:
+            path, item = prot.original, prot.item
             progress = _Progress(path.name)
             client.progress = progress
             result = await client.send_file(item)
             progress.done()
             results.append(result)
             if result.ok:
+                secure.expect_sent(prot, result)
                 print(
                     f"sent {path} as {result.sfid.dsn}: {result.octets_sent} octets "
                     f"(restart at {result.restart_offset}) sha256={result.sha256} "
@@ -345,6 +515,18 @@ async def _send_async(args: argparse.Namespace) -> int:
                 failed = True
             else:
                 print(f"EERP received for {r.sfid.dsn}", flush=True)
+            verification = secure.verifications.get(r.sfid.key)
+            if verification is not None:
+                ok = verification.ok
+                print(
+                    f"receipt for {r.sfid.dsn}: {verification.outcome.value} ({verification.detail})",
+                    file=sys.stdout if ok else sys.stderr,
+                    flush=True,
+                )
+                failed = failed or (args.signed_eerp and not ok)
+            elif args.signed_eerp and r.sfid.key in got:
+                print(f"oftp2 send: error: the EERP for {r.sfid.dsn} was not verified", file=sys.stderr)
+                failed = True
     return 1 if failed else 0
 
 
@@ -357,10 +539,14 @@ def _poll(args: argparse.Namespace) -> int:
 
 
 async def _poll_async(args: argparse.Namespace) -> int:
-    config = _config(args)
+    from .secure import SecureSessionHandler
+
+    security = _inbound_security(args)
+    config = _config(args, _authenticator(args, {k: v.auth for k, v in security.partners.items()}))
     args.inbox.mkdir(parents=True, exist_ok=True)
     host, port = args.address
-    handler = _CliHandler(args.inbox, auto_eerp=not args.no_eerp, own_id=config.odette_id)
+    cli_handler = _CliHandler(args.inbox, auto_eerp=False, own_id=config.odette_id)
+    handler = SecureSessionHandler(cli_handler, security, own_id=config.odette_id)
     client = OFTPClient(
         config, host, port, partner=args.partner, ssl=_client_ssl(args), server_hostname=args.tls_server_name
     )
@@ -373,6 +559,7 @@ async def _poll_async(args: argparse.Namespace) -> int:
         await client.abort()
         raise
     print(
-        f"received {len(handler.received)} file(s); session ended with ESID {outcome.reason:02d}", flush=True
+        f"received {len(cli_handler.received)} file(s); session ended with ESID {outcome.reason:02d}",
+        flush=True,
     )
     return 0 if outcome.ok else 1
