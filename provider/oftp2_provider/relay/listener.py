@@ -509,7 +509,11 @@ class HybridConnectionListener:
         if not address or not accept.get("id"):
             log.warning("ignoring an accept command without address/id")
             return
-        target, query = _strip_relay_params(address)
+        try:
+            target, query = _strip_relay_params(address)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL" from urlsplit
+            log.warning("ignoring an accept command with a malformed address %.200r: %s", address, exc)
+            return
         headers = accept.get("connectHeaders") or {}
         event = RelayedConnectionRequest(
             id=str(accept["id"]),
