@@ -282,4 +282,4 @@ async def test_the_trigger_never_blocks_the_loop(
         w.manager.confirm_persisted(seqs)
         statuses = [r.status for r in await asyncio.wait_for(asyncio.gather(*calls), 20)]
         assert statuses == [202] * 8
-        assert worst < 0.5, f"the event loop stalled {worst:.3f} s"
+        assert worst < 1.0, f"the event loop stalled {worst:.3f} s"
