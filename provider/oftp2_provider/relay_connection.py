@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oftp2_provider.connection import ConnectionConfigError, _field_schema, resolve_secret
-from oftp2_provider.relay import HybridConnectionAddress, SasTokenProvider
+
+if TYPE_CHECKING:  # imported lazily: get_provider_info() loads this module in every Airflow process
+    from oftp2_provider.relay import HybridConnectionAddress, SasTokenProvider
 
 PREFIX = "extra__azure_relay__"
 
@@ -106,12 +108,16 @@ class AzureRelayConnectionConfig(BaseModel):
 
     def address(self, hybrid_connection: str | None = None) -> HybridConnectionAddress:
         """The Hybrid Connection address (``hybrid_connection`` overrides the connection's path)."""
+        from oftp2_provider.relay import HybridConnectionAddress
+
         return HybridConnectionAddress(
             self.namespace, hybrid_connection or self.extras.hybrid_connection, self.extras.endpoint
         )
 
     def token_provider(self) -> SasTokenProvider:
         """A :class:`~oftp2_provider.relay.SasTokenProvider` signing with the connection's key."""
+        from oftp2_provider.relay import SasTokenProvider
+
         return SasTokenProvider(self.key_name, self.key, ttl=self.extras.token_ttl)
 
     def ssl_context(self) -> ssl.SSLContext | None:
