@@ -29,6 +29,7 @@ __all__ = [
     "Purpose",
     "check_certificate",
     "fingerprint",
+    "harden_ssl_context",
     "load_certificate",
     "load_certificates",
     "load_pkcs12",
@@ -339,10 +340,16 @@ def _load_chain(
         os.unlink(name)
 
 
-def _harden(ctx: ssl.SSLContext) -> None:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+def harden_ssl_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """Restrict *ctx* to TLS ≥ 1.2 with forward-secret ciphers only and no TLS compression (returns it)."""
+    if ctx.minimum_version < ssl.TLSVersion.TLSv1_2:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(FS_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION
+    return ctx
+
+
+_harden = harden_ssl_context
 
 
 def make_server_ssl_context(

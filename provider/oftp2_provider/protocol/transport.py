@@ -45,6 +45,7 @@ from .api import (
     SessionOutcome,
     passwords_match,
 )
+from .certs import harden_ssl_context
 from .commands import EERP, NERP, SFID, ProtocolLevel, RecordFormat, SecurityLevel
 from .errors import EfnaReason, EsidReason, LocalProtocolError, OFTPError, SessionRejected
 from .files import ChunkReader, PartialFile, hash_prefix
@@ -116,9 +117,12 @@ def client_ssl_context(
     keyfile: str | os.PathLike[str] | None = None,
     verify: bool = True,
 ) -> _ssl.SSLContext:
-    """A TLS ≥ 1.2 client context (system CAs unless ``cafile``; optional client certificate)."""
+    """A TLS ≥ 1.2 client context (system CAs unless ``cafile``; optional client certificate).
+
+    Forward-secret cipher suites only (:func:`.certs.harden_ssl_context`).
+    """
     ctx = _ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+    harden_ssl_context(ctx)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = _ssl.CERT_NONE
@@ -134,9 +138,12 @@ def server_ssl_context(
     cafile: str | os.PathLike[str] | None = None,
     require_client_cert: bool = False,
 ) -> _ssl.SSLContext:
-    """A TLS ≥ 1.2 server context; with ``cafile`` client certificates are verified (optional or required)."""
+    """A TLS ≥ 1.2 server context; with ``cafile`` client certificates are verified (optional or required).
+
+    Forward-secret cipher suites only (:func:`.certs.harden_ssl_context`).
+    """
     ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+    harden_ssl_context(ctx)
     ctx.load_cert_chain(str(certfile), str(keyfile))
     if cafile:
         ctx.load_verify_locations(str(cafile))

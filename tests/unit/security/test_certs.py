@@ -274,3 +274,22 @@ def test_chain_through_an_intermediate(test_pki: PKIBundle, tmp_path: Path) -> N
         leaf.cert, purpose="sign", trust_anchors=anchors, intermediates=[intermediate(False)]
     )
     assert any("is not a CA" in p for p in not_ca.problems)
+
+
+async def test_transport_tls_helpers_are_hardened(test_pki: PKIBundle, free_port) -> None:  # type: ignore[no-untyped-def]
+    from oftp2_provider.protocol.transport import client_ssl_context, server_ssl_context
+
+    server = server_ssl_context(test_pki.server.cert_path, test_pki.server.key_path)
+    client = client_ssl_context(test_pki.ca.cert_path)
+    for ctx in (server, client):
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+        names = {c["name"] for c in ctx.get_ciphers()}
+        assert names and all(n.startswith(("TLS_", "ECDHE-", "DHE-")) for n in names), names
+    assert await _handshake(server, client, free_port()) == b"ping"
+    static_rsa = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    static_rsa.check_hostname = False
+    static_rsa.verify_mode = ssl.CERT_NONE
+    static_rsa.maximum_version = ssl.TLSVersion.TLSv1_2
+    static_rsa.set_ciphers("AES256-GCM-SHA384:AES128-SHA")  # no forward secrecy
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await _handshake(server, static_rsa, free_port())
