@@ -137,3 +137,47 @@ def test_poll_dag_receives_a_file(
     ledger = OFTP2Hook(dag_env).get_ledger()
     (row,) = ledger.undispatched_inbound(10)
     assert row.key.dsn == "DESADV1" and row.status is TransferStatus.RECEIVED
+
+
+def test_send_operator_converts_text_and_rejects_unencodable(
+    airflow_home: Path, partner: LoopbackPartner, dag_env: str, tmp_path: Path
+) -> None:
+    """UTF-8 → ISO-8859-1 on the way out; a character that does not fit fails the task before sending."""
+    good = tmp_path / "good.txt"
+    good.write_text("Grüße aus Köln\n", encoding="utf-8")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Preis: 5 €\n", encoding="utf-8")
+    dag_dir = tmp_path / "dags"
+    dag_dir.mkdir()
+    (dag_dir / "encoding_test.py").write_text(
+        f"""
+from datetime import datetime
+from airflow.sdk import DAG
+from oftp2_provider.operators.oftp2 import OFTP2SendOperator
+
+with DAG("oftp2_encoding_test", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    for name, src in (("good", {str(good)!r}), ("bad", {str(bad)!r})):
+        OFTP2SendOperator(
+            task_id=f"send_{{name}}", oftp2_conn_id={dag_env!r}, source=src, dsn=name.upper(),
+            record_format="T", source_encoding="utf-8", target_encoding="iso-8859-1",
+            wait_for_eerp=True, deferrable=False, poll_interval=0.2, retries=0,
+        )
+""",
+        encoding="utf-8",
+    )
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+
+    bag = BundleDagBag(dag_folder=str(dag_dir), bundle_path=dag_dir, bundle_name="dags-folder")
+    assert bag.import_errors == {}
+    sync_bag_to_db(bag, "dags-folder", None)  # dag.test() runs serialized DAGs only
+    dag = bag.get_dag("oftp2_encoding_test")
+    dagrun = dag.test()
+    assert _state(dagrun, "send_good") == "success"
+    assert _state(dagrun, "send_bad") == "failed"
+    (got,) = partner.received
+    assert got.sfid.dsn == "GOOD" and got.path.read_bytes() == "Grüße aus Köln\n".encode("iso-8859-1")
+    ledger = OFTP2Hook(dag_env).get_ledger()
+    assert [t.key.dsn for t in ledger.list_transfers(direction=Direction.OUTBOUND)] == ["GOOD"]
