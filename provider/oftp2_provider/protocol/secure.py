@@ -564,7 +564,7 @@ class SecureSessionHandler:
         answer = await self.inner.end_file(sfid, efid, plain, ctx)
         if not answer.ok:
             self._inbound.pop(sfid.key, None)
-            plain.unlink(missing_ok=True)
+            await asyncio.to_thread(plain.unlink, missing_ok=True)
         return answer
 
     def _queue(self, receipt: EERP | NERP) -> None:
@@ -645,14 +645,18 @@ class SecureSessionHandler:
         result, plain = entry.result, entry.plain
         try:
             await asyncio.to_thread(os.replace, plain, entry.final)
-            await asyncio.to_thread(envelope.unlink, missing_ok=True)
-            sha256, size = await asyncio.to_thread(_sha256_and_size, entry.final)
         except OSError as exc:
-            plain.unlink(missing_ok=True)
+            await asyncio.to_thread(plain.unlink, missing_ok=True)
             await self._fail_after_efpa(
                 sfid, envelope, entry, NerpReason.FILE_PROCESSING_FAILED, f"cannot deliver: {exc}"
             )
             return
+        sha256, size = "", result.original_size
+        try:  # the file is delivered; what follows is bookkeeping
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            sha256, size = await asyncio.to_thread(_sha256_and_size, entry.final)
+        except OSError as exc:
+            log.warning("%s delivered to %s, but: %s", sfid.dsn, entry.final, exc)
         await self._receipt(sfid, result.sha_of_transmitted if sfid.cipher_suite else None)
         delivered = dataclasses.replace(received, path=entry.final, size=size, sha256=sha256)
         await self.inner.file_received(delivered, ctx)

@@ -272,3 +272,29 @@ def test_check_offer_needs_keys_for_what_is_offered(test_pki: PKIBundle) -> None
     assert refusal is not None and refusal.reason == 15
     ok = InboundSecurity(partners={CLIENT: PartnerCertificates.single(test_pki.client.cert)})
     assert check_offer(signed, ok) is None
+
+
+async def test_delivery_failure_after_efpa_is_nerp_34(
+    tmp_path: Path, test_pki: PKIBundle, make_file: object
+) -> None:
+    src = make_file(size=8000)  # type: ignore[operator]
+    blocked = tmp_path / "inbox" / "PAYLOAD"
+    blocked.mkdir(parents=True)  # the destination is taken by a directory: the rename must fail
+    (blocked / "keep").write_text("x")
+    options = OutboundSecurity(
+        suite=4,
+        sign=True,
+        encrypt=True,
+        signed_eerp=True,
+        key=test_pki.client.key,
+        cert=test_pki.client.cert,
+        partner_cert=test_pki.server.cert,
+    )
+    ex = await _exchange(tmp_path, test_pki, src, options)
+    assert ex.result.ok
+    assert [n.reason for n in ex.sender.inner.nerps] == [34]  # type: ignore[attr-defined]
+    [verification] = ex.sender.verifications.values()
+    assert verification.ok, verification.detail
+    [moved] = ex.receiver.quarantined
+    assert moved.with_name(moved.name + ".reason").read_text().startswith("34 ")
+    assert not list((ex.inbox / ".transmitted").rglob("PAYLOAD*"))  # neither envelope nor plain left
