@@ -251,6 +251,54 @@ class OFTP2Hook(BaseHook):
         except ValueError as exc:
             raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.partner_cert: {exc}") from None
 
+    # ------------------------------------------------------------------ file security
+
+    def protect(
+        self, spec: OutboundSpec, target: Path, *, sign: bool, encrypt: bool, compress: bool
+    ) -> OutboundSpec:
+        """CMS-protect a file (sign, compress, encrypt — each optional) for sending; CPU work.
+
+        The returned spec sends ``target`` (the envelope) while keeping the plain file's size and
+        SHA-256 as the transfer's identity in the ledger.  Missing certificates raise
+        :class:`OFTP2ConfigError` naming the connection field.
+        """
+        if not (sign or encrypt or compress):
+            return spec
+        from dataclasses import replace
+
+        from oftp2_provider.protocol.certs import load_certificate, load_private_key
+        from oftp2_provider.protocol.cms import protect_file
+
+        e = self.config.extras
+        kwargs: dict[str, Any] = {"suite": e.cipher_suite, "compress": compress}
+        try:
+            if sign:
+                if not (e.signing_cert and e.signing_key):
+                    raise OFTP2ConfigError(
+                        f"connection {self.oftp2_conn_id!r}: signing files needs extra.signing_cert and extra.signing_key"
+                    )
+                kwargs["sign_cert"] = load_certificate(resolve_secret(e.signing_cert))
+                kwargs["sign_key"] = load_private_key(resolve_secret(e.signing_key))
+            if encrypt:
+                if not e.partner_cert:
+                    raise OFTP2ConfigError(
+                        f"connection {self.oftp2_conn_id!r}: encrypting files needs extra.partner_cert"
+                    )
+                kwargs["encrypt_for"] = load_certificate(resolve_secret(e.partner_cert))
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: file security: {exc}") from None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = protect_file(spec.path, target, **kwargs)
+        return replace(
+            spec,
+            path=target,
+            format="U",
+            lrecl=0,
+            security=int(result.security_level),
+            cipher_suite=int(e.cipher_suite),
+            compression=1 if result.compressed else 0,
+        )
+
     # ------------------------------------------------------------------ test connection
 
     async def atest_connection(self) -> tuple[bool, str]:
@@ -386,6 +434,7 @@ class OFTP2Hook(BaseHook):
                 file_compression=row.compression,
                 envelope=row.envelope,
                 signed_eerp=row.signed_eerp,
+                original_size=row.size if row.envelope else None,
             )
             try:
                 result = await client.send_file(outbound)

@@ -97,6 +97,8 @@ class OFTP2SendOperator(BaseOperator):
     :param source_encoding: / ``target_encoding``: re-encode text before sending (e.g. ``utf-8`` →
         ``iso-8859-1``); the first character that does not fit fails the task, naming line and column.
     :param signed_eerp: ask for a signed EERP (default: the connection's ``signed_eerp``).
+    :param sign_files: / ``encrypt_files`` / ``compress_files``: CMS file security (default: the
+        connection's settings; signing needs ``signing_cert``/``signing_key``, encryption ``partner_cert``).
     :param wait_for_eerp: wait until every file is delivered (EERP) or refused (NERP).
     :param eerp_timeout: how long to wait for receipts (seconds or timedelta).
     :param deferrable: wait in the triggerer (default) so no worker slot is held.
@@ -122,6 +124,9 @@ class OFTP2SendOperator(BaseOperator):
         source_encoding: str | None = None,
         target_encoding: str | None = None,
         signed_eerp: bool | None = None,
+        sign_files: bool | None = None,
+        encrypt_files: bool | None = None,
+        compress_files: bool | None = None,
         wait_for_eerp: bool = True,
         eerp_timeout: timedelta | float = timedelta(hours=4),
         poll_interval: float = 30.0,
@@ -145,6 +150,9 @@ class OFTP2SendOperator(BaseOperator):
         self.source_encoding = source_encoding
         self.target_encoding = target_encoding
         self.signed_eerp = signed_eerp
+        self.sign_files = sign_files
+        self.encrypt_files = encrypt_files
+        self.compress_files = compress_files
         self.wait_for_eerp = wait_for_eerp
         self.eerp_timeout = eerp_timeout
         self.poll_interval = poll_interval
@@ -196,6 +204,19 @@ class OFTP2SendOperator(BaseOperator):
             )
             for p, key in zip(prepared, keys, strict=True)
         ]
+        e = config.extras
+        sign = e.sign_files if self.sign_files is None else self.sign_files
+        encrypt = e.encrypt_files if self.encrypt_files is None else self.encrypt_files
+        compress = e.compress_files if self.compress_files is None else self.compress_files
+        try:
+            specs = [
+                hook.protect(
+                    spec, staging / "cms" / f"{i:04d}.p7", sign=sign, encrypt=encrypt, compress=compress
+                )
+                for i, spec in enumerate(specs)
+            ]
+        except OFTP2Error as exc:
+            raise_for(exc)
         try:
             outcomes = hook.send(specs, force=self.force)
         except KeyConflict as exc:

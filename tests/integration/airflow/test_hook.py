@@ -162,3 +162,52 @@ def test_signed_eerp_is_verified(
         ledger.get(o.transfer_id).key.dsn: ledger.receipts(o.transfer_id)[-1].verification for o in outcomes
     }
     assert verdicts == {"GOOD": "VERIFIED", "FORGED": "UNKNOWN_CERTIFICATE"}
+
+
+def test_signed_encrypted_compressed_file_reaches_the_partner(
+    partner: LoopbackPartner, oftp2_conn: Callable[..., str], tmp_path: Path, test_pki: Any
+) -> None:
+    """CMS protection on the way out: the partner can decrypt, decompress and verify our signature."""
+    from oftp2_provider.protocol.cms import unprotect_file
+
+    conn = oftp2_conn(
+        signing_cert=f"file:{test_pki.client.cert_path}",
+        signing_key=f"file:{test_pki.client.key_path}",
+        partner_cert=f"file:{test_pki.partner.cert_path}",
+        cipher_suite=4,
+    )
+    hook = OFTP2Hook(conn)
+    data = b"CONFIDENTIAL DELFOR\n" * 2000
+    plain = _spec(tmp_path, "DELFOR", data)
+    secured = hook.protect(plain, tmp_path / "cms" / "delfor.p7", sign=True, encrypt=True, compress=True)
+    assert secured.security == 3 and secured.compression == 1 and secured.sha256 == plain.sha256
+    (outcome,) = hook.send([secured])
+    assert outcome.status == "delivered"
+    (got,) = partner.received
+    sfid = got.sfid
+    assert (int(sfid.security), sfid.cipher_suite, sfid.compression, sfid.envelope) == (3, 4, 1, 1)
+    assert got.path.read_bytes() != data
+    result = unprotect_file(
+        got.path,
+        tmp_path / "opened",
+        security_level=int(sfid.security),
+        compressed=sfid.compression,
+        suite=sfid.cipher_suite,
+        decrypt_key=test_pki.partner.key,
+        decrypt_cert=test_pki.partner.cert,
+        verify_certs=[test_pki.client.cert],
+    )
+    assert (tmp_path / "opened").read_bytes() == data
+    assert result.verified_signer == test_pki.client.cert
+
+
+def test_file_security_without_certificates_names_the_field(
+    oftp2_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    from oftp2_provider.hooks.errors import OFTP2ConfigError
+
+    hook = OFTP2Hook(oftp2_conn())
+    with pytest.raises(OFTP2ConfigError, match=r"extra\.signing_cert and extra\.signing_key"):
+        hook.protect(_spec(tmp_path, "X", b"x"), tmp_path / "x.p7", sign=True, encrypt=False, compress=False)
+    with pytest.raises(OFTP2ConfigError, match=r"extra\.partner_cert"):
+        hook.protect(_spec(tmp_path, "X", b"x"), tmp_path / "x.p7", sign=False, encrypt=True, compress=False)
