@@ -64,7 +64,7 @@ class PartnerHandler(SessionHandlerBase):
 class LoopbackPartner:
     """An OFTPServer running on its own event loop thread (so sync hook calls can reach it)."""
 
-    def __init__(self, inbox: Path) -> None:
+    def __init__(self, inbox: Path, ssl: Any = None) -> None:
         self.inbox = inbox
         self.behaviour = PartnerBehaviour()
         self.handlers: list[PartnerHandler] = []
@@ -81,7 +81,7 @@ class LoopbackPartner:
             return handler
 
         self.server = OFTPServer(config, factory, partners={OURS: PartnerConfig(OURS, OUR_PASSWORD)})
-        self.call(self.server.start("127.0.0.1", 0))
+        self.call(self.server.start("127.0.0.1", 0, ssl=ssl))
         self.port = self.server.port
 
     def call(self, coro: Any) -> Any:

@@ -211,3 +211,30 @@ def test_file_security_without_certificates_names_the_field(
         hook.protect(_spec(tmp_path, "X", b"x"), tmp_path / "x.p7", sign=True, encrypt=False, compress=False)
     with pytest.raises(OFTP2ConfigError, match=r"extra\.partner_cert"):
         hook.protect(_spec(tmp_path, "X", b"x"), tmp_path / "x.p7", sign=False, encrypt=True, compress=False)
+
+
+def test_tls_session(
+    tmp_path: Path, test_pki: Any, monkeypatch: pytest.MonkeyPatch, oftp2_conn: Callable[..., str]
+) -> None:
+    """Implicit TLS (RFC 5024 port 6619 style): the CA from the connection is trusted, others are not."""
+    from oftp2_provider.protocol.certs import make_server_ssl_context
+
+    from .conftest import LoopbackPartner as Partner
+
+    ctx = make_server_ssl_context(test_pki.server.cert_path, test_pki.server.key_path)
+    tls_partner = Partner(tmp_path / "tls-inbox", ssl=ctx)
+    try:
+        good = oftp2_conn(
+            "oftp2_tls", port=tls_partner.port, tls=True, tls_ca=f"file:{test_pki.ca.cert_path}"
+        )
+        ok, message = OFTP2Hook(good).test_connection()
+        assert ok, message
+        (outcome,) = OFTP2Hook(good).send([_spec(tmp_path, "OVERTLS", b"secret")])
+        assert outcome.status == "delivered"
+        other = oftp2_conn(
+            "oftp2_tls_other", port=tls_partner.port, tls=True, tls_ca=f"file:{test_pki.other_ca.cert_path}"
+        )
+        ok, message = OFTP2Hook(other).test_connection()
+        assert not ok and "TLS" in message, message
+    finally:
+        tls_partner.close()
