@@ -157,12 +157,18 @@ def protect_outbound(
     *,
     workdir: Path | str | None = None,
     chunk_size: int = 1 << 20,
+    resumable: bool = False,
 ) -> ProtectedFile:
     """Sign / compress / encrypt ``item.path`` per *options* and return what to send.
 
     The envelope is written to *workdir* (default: the system temporary directory).  Without any
     CMS layer the item is returned with only SFIDCIPH/SFIDSIGN set (and the expected hash computed
     when a signed receipt was asked for).
+
+    Every call produces different octets (fresh content-encryption key, IV and signing time), so a
+    transfer of the returned item must not resume a partial transfer of an earlier envelope under
+    the same SFID: the item offers no restart (SFIDREST 0) unless *resumable* is true — set it only
+    when you keep ``temp`` and send this very envelope again after an interruption.
     """
     if item.path is None:
         raise ValueError("protect_outbound needs an OutboundFile with path= (not source=)")
@@ -196,6 +202,7 @@ def protect_outbound(
             envelope=result.envelope,
             signed_eerp=options.signed_eerp,
             original_size=result.original_size,
+            restart=item.restart if resumable else 0,
         )
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -205,10 +212,14 @@ def protect_outbound(
 
 
 async def protect_outbound_async(
-    item: OutboundFile, options: OutboundSecurity, *, workdir: Path | str | None = None
+    item: OutboundFile,
+    options: OutboundSecurity,
+    *,
+    workdir: Path | str | None = None,
+    resumable: bool = False,
 ) -> ProtectedFile:
     """:func:`protect_outbound` in a worker thread."""
-    return await asyncio.to_thread(protect_outbound, item, options, workdir=workdir)
+    return await asyncio.to_thread(protect_outbound, item, options, workdir=workdir, resumable=resumable)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -248,6 +248,11 @@ def test_protect_outbound_flags_and_validation(
     assert p.item.original_size == 10_000 and p.result is not None
     assert p.result.transmitted_blocks == -(-p.temp.stat().st_size // 1024)
     assert (p.item.date, p.item.time) == (item.date, item.time)
+    assert p.item.restart == 0  # a new envelope never resumes an old one
+    assert (
+        protect_outbound(item, OutboundSecurity(compress=True), workdir=tmp_path, resumable=True).item.restart
+        is None
+    )
     p.cleanup()
     assert not p.temp.exists()
     with pytest.raises(UnsupportedSuite, match="sign"):
@@ -298,3 +303,76 @@ async def test_delivery_failure_after_efpa_is_nerp_34(
     [moved] = ex.receiver.quarantined
     assert moved.with_name(moved.name + ".reason").read_text().startswith("34 ")
     assert not list((ex.inbox / ".transmitted").rglob("PAYLOAD*"))  # neither envelope nor plain left
+
+
+async def test_interrupted_secured_transfer_resumes_the_same_envelope(
+    tmp_path: Path, test_pki: PKIBundle, make_file: object
+) -> None:
+    import asyncio
+    import dataclasses
+    from collections.abc import AsyncIterator
+
+    from oftp2_provider.protocol.transport import SessionAborted
+
+    src = make_file(size=2_000_000)  # type: ignore[operator]
+    options = OutboundSecurity(
+        suite=4, sign=True, encrypt=True, key=test_pki.client.key, cert=test_pki.client.cert,
+        partner_cert=test_pki.server.cert,
+    )  # fmt: skip
+    item = OutboundFile(dsn="BIG", originator=CLIENT, destination=SERVER, path=src)
+    protected = protect_outbound(item, options, workdir=tmp_path, resumable=True)
+    assert protected.temp is not None
+    envelope = protected.temp.read_bytes()
+    inbox = tmp_path / "inbox"
+    security = InboundSecurity(
+        key=test_pki.server.key,
+        cert=test_pki.server.cert,
+        partners={CLIENT: PartnerCertificates.single(test_pki.client.cert)},
+    )
+    handlers: list[SecureSessionHandler] = []
+
+    def factory(ctx: object) -> SecureSessionHandler:
+        handlers.append(SecureSessionHandler(SessionHandlerBase(inbox), security, own_id=SERVER))
+        return handlers[-1]
+
+    server = OFTPServer(
+        SessionConfig(SERVER, "SPW"), factory, partners={CLIENT: PartnerConfig(CLIENT, "CPW")}
+    )
+    await server.start("127.0.0.1", 0)
+    box: list[OFTPClient] = []
+
+    async def killing(offset: int) -> AsyncIterator[bytes]:
+        for start in range(offset, len(envelope), 65536):
+            yield envelope[start : start + 65536]
+            if start >= 700_000:
+                await asyncio.sleep(0.2)
+                drv = box[0]._driver
+                assert drv is not None
+                drv.writer.transport.abort()
+                await asyncio.sleep(0.1)
+                return
+
+    try:
+        first = dataclasses.replace(protected.item, path=None, source=killing, size=len(envelope))
+        client = OFTPClient(
+            SessionConfig(CLIENT, "CPW"), "127.0.0.1", server.port, partner=PartnerConfig(SERVER, "SPW")
+        )
+        box.append(client)
+        await client.connect()
+        with pytest.raises(SessionAborted):
+            await client.send_file(first)
+        await client.close()
+        await server.wait_sessions(1, timeout=5)
+        assert not (inbox / "BIG").exists()
+        kept = (inbox / ".transmitted" / ".partial" / "BIG").stat().st_size
+        assert kept >= 500_000
+        async with OFTPClient(
+            SessionConfig(CLIENT, "CPW"), "127.0.0.1", server.port, partner=PartnerConfig(SERVER, "SPW")
+        ) as client2:
+            result = await client2.send_file(protected.item)
+        await server.wait_sessions(2, timeout=5)
+    finally:
+        await server.close()
+        protected.cleanup()
+    assert result.ok and result.restart_offset == kept // 1024 * 1024 > 0
+    assert _sha(inbox / "BIG") == _sha(src)  # decrypted and verified after the resumed transfer
