@@ -275,7 +275,8 @@ _SESSION_SEEDS: list[Command] = [
 def session(data: bytes) -> None:
     """Sans-I/O sessions: hostile buffers after a valid start, for every role and phase.
 
-    Octet 0 picks the scenario (who receives, secure authentication on/off, file offered or not);
+    Octet 0 picks the scenario (who receives, secure authentication on/off, file offered or not,
+    or a fresh Responder before any SSID);
     the rest is split into exchange buffers at 0xFF octets, each sent with a valid Stream
     Transmission Header unless it starts with 0xFE (raw octets).  Nothing may raise.
     """
@@ -283,7 +284,10 @@ def session(data: bytes) -> None:
     secure = bool(mode & 1)
     c, s, _ = _pair(secure)
     target = c if mode & 2 else s
-    if mode & 4 and not secure:
+    if mode & 8:  # a fresh Responder that has only sent SSRM: hostile input before any SSID
+        target = Session(Role.RESPONDER, s.config)
+        target.start()
+    elif mode & 4 and not secure:
         c.events()
         s.events()
         offer = c.send_sfid(_SAMPLE_SFID)
@@ -400,7 +404,7 @@ def _data_seeds() -> list[bytes]:
 def _session_seeds() -> list[bytes]:
     bufs = _command_seeds()
     return [
-        bytes([mode]) + b"\xff".join(bufs[i : i + 3]) for mode in range(8) for i in range(0, len(bufs), 9)
+        bytes([mode]) + b"\xff".join(bufs[i : i + 3]) for mode in range(16) for i in range(0, len(bufs), 9)
     ]
 
 
