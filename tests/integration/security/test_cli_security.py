@@ -243,3 +243,70 @@ def test_inconsistent_security_options_fail_before_connecting(test_pki: PKIBundl
     assert done.returncode == 1 and "needs a cipher suite 01-06" in done.stderr
     done = send(test_pki, 1, "--encrypt", str(payload))
     assert done.returncode == 1 and "--encrypt needs --partner-cert" in done.stderr
+
+
+async def test_poll_stores_a_secured_file_decrypted_and_sends_a_signed_eerp(
+    tmp_path: Path, test_pki: PKIBundle, payload: Path
+) -> None:
+    """An in-process responder queues a signed + encrypted file; ``oftp2 poll`` fetches it."""
+    import asyncio
+
+    from oftp2_provider.protocol.api import OutboundFile, PartnerConfig, SessionConfig, SessionHandlerBase
+    from oftp2_provider.protocol.certs import PartnerCertificates
+    from oftp2_provider.protocol.secure import (
+        InboundSecurity,
+        OutboundSecurity,
+        SecureSessionHandler,
+        protect_outbound,
+    )
+    from oftp2_provider.protocol.transport import OFTPServer
+
+    options = OutboundSecurity(
+        suite=5, sign=True, encrypt=True, signed_eerp=True, key=test_pki.server.key,
+        cert=test_pki.server.cert, partner_cert=test_pki.client.cert,
+    )  # fmt: skip
+    item = OutboundFile(dsn="ORDERS.EDI", originator=SERVER, destination=CLIENT, path=payload)
+    protected = protect_outbound(item, options, workdir=tmp_path)
+    handlers: list[SecureSessionHandler] = []
+
+    def factory(ctx: object) -> SecureSessionHandler:
+        base = SessionHandlerBase()
+        base.pending.append(protected.item)
+        h = SecureSessionHandler(
+            base,
+            InboundSecurity(partners={CLIENT: PartnerCertificates.single(test_pki.client.cert)}),
+            own_id=SERVER,
+        )
+        h.expect_receipt(_key(protected.item), suite=5, expected_hash=protected.expected_hash, signed=True)
+        handlers.append(h)
+        return h
+
+    server = OFTPServer(
+        SessionConfig(SERVER, "SPW"), factory, partners={CLIENT: PartnerConfig(CLIENT, "CPW")}
+    )
+    await server.start("127.0.0.1", 0)
+    inbox = tmp_path / "polled"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            OFTP2, "poll", f"127.0.0.1:{server.port}", "--id", CLIENT, "--password", "CPW",
+            "--partner", f"{SERVER}:SPW", "--inbox", str(inbox), "--key", str(test_pki.client.key_path),
+            "--cert", str(test_pki.client.cert_path), "--partner-cert", f"{SERVER}={test_pki.server.cert_path}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        await server.wait_sessions(1, timeout=10)
+    finally:
+        await server.close()
+        protected.cleanup()
+    assert proc.returncode == 0, err.decode()
+    assert _sha(inbox / "ORDERS.EDI") == _sha(payload)
+    assert "received 1 file(s)" in out.decode()
+    [verification] = handlers[0].verifications.values()
+    assert verification.ok, verification.detail  # poll answered with a valid signed EERP
+
+
+def _key(item: object) -> tuple[str, str, str, str, str]:
+    from oftp2_provider.protocol.api import OutboundFile
+
+    assert isinstance(item, OutboundFile)
+    return (item.dsn, item.date, item.time, item.originator, item.destination)
