@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oftp2_provider import relay_connection
 from oftp2_provider.connection import conn_fields, ui_field_behaviour
 
 
@@ -22,10 +23,23 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "OFTP2",
                 "conn-fields": conn_fields(),
                 "ui-field-behaviour": ui_field_behaviour(),
-            }
+            },
+            {
+                "connection-type": "azure_relay",
+                "hook-class-name": "oftp2_provider.hooks.azure_relay.AzureRelayHook",
+                "hook-name": "Azure Relay",
+                "conn-fields": relay_connection.conn_fields(),
+                "ui-field-behaviour": relay_connection.ui_field_behaviour(),
+            },
         ],
-        "hooks": [{"integration-name": "OFTP2", "python-modules": ["oftp2_provider.hooks.oftp2"]}],
+        "hooks": [
+            {"integration-name": "OFTP2", "python-modules": ["oftp2_provider.hooks.oftp2"]},
+            {"integration-name": "Azure Relay", "python-modules": ["oftp2_provider.hooks.azure_relay"]},
+        ],
         "operators": [{"integration-name": "OFTP2", "python-modules": ["oftp2_provider.operators.oftp2"]}],
         "sensors": [{"integration-name": "OFTP2", "python-modules": ["oftp2_provider.sensors.oftp2"]}],
-        "triggers": [{"integration-name": "OFTP2", "python-modules": ["oftp2_provider.triggers.oftp2"]}],
+        "triggers": [
+            {"integration-name": "OFTP2", "python-modules": ["oftp2_provider.triggers.oftp2"]},
+            {"integration-name": "Azure Relay", "python-modules": ["oftp2_provider.triggers.azure_relay"]},
+        ],
     }

@@ -107,7 +107,7 @@ def test_conn_fields_cover_the_model_and_mark_secrets() -> None:
 
 
 def test_provider_info_uses_generated_form() -> None:
-    (conn_type,) = get_provider_info()["connection-types"]
+    conn_type = next(c for c in get_provider_info()["connection-types"] if c["connection-type"] == "oftp2")
     assert conn_type["connection-type"] == "oftp2"
     assert conn_type["conn-fields"] == conn_fields()
     assert "extra" in conn_type["ui-field-behaviour"]["hidden-fields"]
