@@ -42,7 +42,7 @@ from oftp2_provider.protocol.api import (
     safe_name,
 )
 from oftp2_provider.protocol.commands import EERP, ProtocolLevel
-from oftp2_provider.protocol.errors import OFTPError
+from oftp2_provider.protocol.errors import EsidReason, OFTPError
 from oftp2_provider.protocol.transport import (
     OFTPClient,
     OFTPServer,
@@ -325,7 +325,7 @@ class Gateway:
         return stats
 
     async def stop(self, grace: float | None = None) -> None:
-        """Refuse new sessions (ESID 05), let running ones finish for ``grace`` seconds, then cut them.
+        """Refuse new sessions (ESID 05), let running ones finish for ``grace`` seconds, then end them (ESID 05).
 
         Partial inbound files stay in ``.partial`` for the partner's restart.
         """
@@ -342,8 +342,10 @@ class Gateway:
             if listener.forwarder is not None:
                 with contextlib.suppress(Exception):
                     await listener.forwarder.stop()
-            if listener.server is not None:
-                await listener.server.close()
+            if listener.server is not None:  # sessions still running get ESID 05, partials stay
+                await listener.server.close(
+                    EsidReason.LOCAL_SITE_EMERGENCY_CLOSE_DOWN, "gateway shutting down"
+                )
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

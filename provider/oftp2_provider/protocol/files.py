@@ -8,22 +8,72 @@
   (write + hash) while the event loop keeps decoding; :meth:`PartialFile.commit` fsyncs, renames
   into place and fsyncs the directory.  A restart resumes only from whole units of the *same*
   virtual file.
+
+Only one :class:`PartialFile` at a time owns a partial path in this process: opening a new one
+fences the previous owner (an old session whose connection died unnoticed, still holding a
+batch).  Every disk write of a batch checks ownership under a per-path lock, so a late flush of a
+superseded writer can never land in the file a newer session writes or has already renamed into
+place (its file descriptor still points at that inode); the stale writer reports
+:class:`PartialFileSuperseded` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import io
 import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .commands import SFID
 
-__all__ = ["ChunkReader", "PartialFile", "hash_prefix", "partial_path"]
+__all__ = ["ChunkReader", "PartialFile", "PartialFileSuperseded", "hash_prefix", "partial_path"]
 
 _BATCH = 1 << 20
+
+
+class PartialFileSuperseded(OSError):
+    """A newer :class:`PartialFile` took over this partial path; this writer no longer writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EBUSY, "taken over by a newer session", str(path))
+
+
+class _Slot:
+    """Ownership of one partial path: the current owner and the lock every disk write holds."""
+
+    __slots__ = ("lock", "owner")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: object | None = None
+
+
+_slots: dict[str, _Slot] = {}
+_slots_lock = threading.Lock()  # order: _slots_lock, then a slot's lock
+
+
+def _take_over(path: Path, owner: object) -> _Slot:
+    """Make ``owner`` the owner of ``path``; returns its slot with the slot lock held."""
+    with _slots_lock:
+        slot = _slots.get(path_key := os.path.abspath(path))
+        if slot is None:
+            slot = _slots[path_key] = _Slot()
+        slot.lock.acquire()  # waits for a batch of the previous owner being written
+        slot.owner = owner
+    return slot
+
+
+def _release(path: Path, slot: _Slot, owner: object) -> None:
+    """Forget the slot when ``owner`` still holds it (keeps the table small)."""
+    with _slots_lock:
+        key = os.path.abspath(path)
+        if _slots.get(key) is slot and slot.owner is owner:
+            del _slots[key]
 
 
 def hash_prefix(path: Path, length: int) -> Any:
@@ -121,32 +171,57 @@ class PartialFile:
         self.size = 0
         self.hasher: Any = hashlib.sha256()
         self.error: OSError | None = None
-        self._f: BinaryIO | None = None
+        self._f: io.FileIO | None = None
         self._batch: list[bytes] = []
         self._batched = 0
         self._pending: asyncio.Future[None] | None = None
+        self._slot: _Slot | None = None
+
+    @property
+    def superseded(self) -> bool:
+        """True when a newer :class:`PartialFile` took over the path (this one writes nothing more)."""
+        return self._slot is not None and self._slot.owner is not self
+
+    def _fence(self) -> bool:
+        """Under the slot lock: True when we still own the path, else record the error and close."""
+        if self._slot is not None and self._slot.owner is self:
+            return True
+        if not isinstance(self.error, PartialFileSuperseded):
+            self.error = PartialFileSuperseded(self.path)
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()
+            self._f = None
+        return False
 
     def _identity(self) -> str:
         return "\t".join(self.sfid.key)
 
     def _open(self, unit: int, want_restart: bool) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        restart = 0
-        if want_restart and unit and self.path.exists() and self.marker.exists():
-            if self.marker.read_text("utf-8") == self._identity():
-                restart = min(self.sfid.restart, self.path.stat().st_size // unit)
-        f = open(self.path, "r+b" if restart else "wb")
+        slot = self._slot = _take_over(self.path, self)  # a previous owner's writes stop here
         try:
-            offset = restart * unit
-            f.truncate(offset)
-            f.seek(offset)
-            self.marker.write_text(self._identity(), "utf-8")
-            if offset:
-                self.hasher = hash_prefix(self.path, offset)
+            restart = 0
+            if want_restart and unit and self.path.exists() and self.marker.exists():
+                if self.marker.read_text("utf-8") == self._identity():
+                    restart = min(self.sfid.restart, self.path.stat().st_size // unit)
+            f = open(self.path, "r+b" if restart else "wb", buffering=0)
+            try:
+                offset = restart * unit
+                f.truncate(offset)
+                f.seek(offset)
+                self.marker.write_text(self._identity(), "utf-8")
+                if offset:
+                    self.hasher = hash_prefix(self.path, offset)
+            except BaseException:
+                f.close()
+                raise
+            self._f = f
         except BaseException:
-            f.close()
+            slot.lock.release()
+            _release(self.path, slot, self)
             raise
-        self._f = f
+        slot.lock.release()
         self.size = offset
         return restart
 
@@ -155,13 +230,21 @@ class PartialFile:
         return await asyncio.to_thread(self._open, unit, want_restart)
 
     def _write(self, chunks: list[bytes]) -> None:
-        assert self._f is not None
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one large write + hash (GIL released)
-        try:
-            self._f.write(data)
-            self.hasher.update(data)
-        except OSError as exc:
-            self.error = exc
+        assert self._slot is not None
+        with self._slot.lock:
+            if not self._fence() or self._f is None:
+                return
+            try:
+                view = memoryview(data)
+                while view:  # unbuffered: nothing is left behind to be written later
+                    n = self._f.write(view)
+                    if not n:
+                        raise OSError(errno.EIO, "short write", str(self.path))
+                    view = view[n:]
+                self.hasher.update(data)
+            except OSError as exc:
+                self.error = exc
 
     async def write(self, data: bytes) -> None:
         """Append ``data`` (batched; the disk write and hashing run in a worker thread)."""
@@ -189,50 +272,68 @@ class PartialFile:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
 
     async def flush(self) -> None:
-        """Wait until everything written so far is in the file."""
+        """Wait until everything written so far is in the file (or refused: see :attr:`error`)."""
         await self._dispatch()
         if self._pending is not None:
             await self._pending
             self._pending = None
-        if self._f is not None and self.error is None:
-            try:
-                await asyncio.to_thread(self._f.flush)
-            except OSError as exc:
-                self.error = exc
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of the file so far (call after :meth:`flush`)."""
         return str(self.hasher.hexdigest())
 
+    def _truncate(self) -> None:
+        assert self._slot is not None
+        with self._slot.lock:
+            if self._fence() and self._f is not None:
+                with contextlib.suppress(OSError):
+                    self._f.truncate(0)
+
     async def truncate(self) -> None:
         """Throw the content away (counts did not match): the next attempt starts from 0."""
         await self.flush()
         if self._f is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._f.truncate, 0)
+            await asyncio.to_thread(self._truncate)
 
     def _commit(self) -> None:
-        assert self._f is not None
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self._f = None
-        os.replace(self.path, self.target)
-        _fsync_dir(self.target.parent)
-        self.marker.unlink(missing_ok=True)
+        assert self._slot is not None
+        with self._slot.lock:
+            if not self._fence():
+                assert self.error is not None
+                raise self.error
+            assert self._f is not None
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            os.replace(self.path, self.target)
+            _fsync_dir(self.target.parent)
+            self.marker.unlink(missing_ok=True)
+        _release(self.path, self._slot, self)
 
     async def commit(self) -> None:
-        """fsync, rename into ``target`` and fsync the directory (raises OSError on failure)."""
+        """fsync, rename into ``target`` and fsync the directory (raises OSError on failure,
+        :class:`PartialFileSuperseded` when a newer session took the partial file over)."""
         await self.flush()
         if self.error is not None:
             raise self.error
         await asyncio.to_thread(self._commit)
+
+    def _close(self) -> None:
+        if self._slot is None:
+            return
+        with self._slot.lock:
+            if self._f is not None:
+                with contextlib.suppress(OSError):
+                    self._f.close()
+                self._f = None
+        _release(self.path, self._slot, self)
 
     async def close(self) -> None:
         """Flush and close, keeping the partial file for a restart."""
         with contextlib.suppress(Exception):
             await self.flush()
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            await asyncio.to_thread(self._close)
+        elif self._slot is not None:
+            _release(self.path, self._slot, self)

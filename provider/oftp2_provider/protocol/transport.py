@@ -87,6 +87,8 @@ _AHEAD_OCTETS = (
     2 << 20
 )  # DATA encoded ahead of the credit, at most  # backpressure: wait for the socket when more than this is buffered
 _STREAM_LIMIT = 1 << 20
+_SHUTDOWN_LINGER = 2.0  # after a shutdown ESID: how long the peer may take to read it and close
+_SHUTDOWN_DEADLINE = 10.0  # after that: sessions still running are cut without further ceremony
 _ids = itertools.count(1)
 
 
@@ -906,6 +908,11 @@ class OFTPServer:
     ``partners`` maps Odette IDs (upper case) to :class:`PartnerConfig`; an unknown code gets ESID
     03, a wrong password ESID 04.  Without ``partners`` every code is passed to the handler's
     ``accept_connection``.  ``handler_factory`` builds a handler per session.
+
+    Shutting down: :meth:`stop_accepting` closes the listening socket and refuses connections
+    that still arrive (ESID 05) while running sessions go on; :meth:`close` then gives them
+    ``grace`` seconds and ends the rest with an ESID (05 by default) before closing the
+    connections.  Partially received files stay in ``.partial`` for the partner's restart.
     """
 
     def __init__(
@@ -927,6 +934,8 @@ class OFTPServer:
         self.outcomes: list[SessionOutcome] = []
         self._tls = False
         self._done = asyncio.Event()
+        self._accepting = True
+        self._shutdown: tuple[int, str] | None = None
 
     @property
     def port(self) -> int:
@@ -962,14 +971,49 @@ class OFTPServer:
                 self._done.clear()
                 await self._done.wait()
 
-    async def close(self) -> None:
-        """Stop listening and cancel running sessions."""
+    @property
+    def accepting(self) -> bool:
+        """False after :meth:`stop_accepting` or :meth:`close`."""
+        return self._accepting
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; running sessions go on undisturbed.
+
+        Connections that still reach the server (already queued by the kernel, or handed to
+        :meth:`handle_connection`) are refused at SSID with ESID 05.
+        """
+        self._accepting = False
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+
+    async def close(
+        self,
+        reason: int = EsidReason.LOCAL_SITE_EMERGENCY_CLOSE_DOWN,
+        text: str = "server shutting down",
+        grace: float = 0.0,
+    ) -> None:
+        """Stop accepting; let running sessions finish for ``grace`` seconds; end the rest with ESID.
+
+        Each remaining session is interrupted where it is (between two protocol steps: buffers
+        already encoded go out whole), its partial inbound file is flushed and kept for a restart,
+        ESID ``reason``/``text`` is sent, and the partner gets a moment to read it and disconnect
+        before the connection is closed.
+        """
+        self.stop_accepting()
+        if self._tasks and grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace)
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._shutdown = (int(reason), text)
+            log.warning(
+                "ending %d running session(s) with ESID %02d: %s", len(self._tasks), int(reason), text
+            )
+            for task in list(self._tasks):
+                task.cancel()
+            _, late = await asyncio.wait(set(self._tasks), timeout=_SHUTDOWN_DEADLINE)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -1040,6 +1084,18 @@ class OFTPServer:
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection error: %s", ctx.connection_id, exc)
             session.connection_lost()
+        except asyncio.CancelledError:
+            if self._shutdown is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            reason, text = self._shutdown
+            if not session.closed:
+                log.warning("%s: ended by shutdown (ESID %02d)", ctx.connection_id, reason)
+                driver.write(session.end_session(reason, text))
+                outcome = SessionOutcome(reason, text, False)
+                await driver.wait_peer_close(_SHUTDOWN_LINGER)
         except Exception:
             # a handler bug: end the session properly instead of just dropping the connection
             log.exception("%s: session handler failed", ctx.connection_id)
@@ -1058,6 +1114,9 @@ class OFTPServer:
         self, session: Session, ev: ConnectionRequested, ctx: SessionContext, handler: SessionHandler
     ) -> bytes:
         ssid = ev.ssid
+        if not self._accepting:
+            reason, text = self._shutdown or (EsidReason.LOCAL_SITE_EMERGENCY_CLOSE_DOWN, "")
+            return session.reject_connection(reason, text or "not accepting new sessions")
         if self._active > self.max_sessions:
             return session.reject_connection(
                 EsidReason.RESOURCES_NOT_AVAILABLE, "too many sessions, retry later"
