@@ -48,6 +48,7 @@ from oftp2_provider.protocol.commands import (
 from oftp2_provider.protocol.errors import DecodeError, FieldError
 from oftp2_provider.protocol.session import Session, SessionEnded
 from oftp2_provider.protocol.suites import SecurityError
+from oftp2_provider.relay.emulator import RelayEmulator, _Control
 from oftp2_provider.relay.errors import RelayConnectionClosed
 from oftp2_provider.relay.listener import HybridConnectionListener
 
@@ -332,6 +333,9 @@ class _FakeChannel:
     async def send(self, message: str | bytes) -> None:
         return None
 
+    async def shutdown(self, code: int = 1000, reason: str = "") -> None:
+        return None
+
     def abort(self) -> None:
         return None
 
@@ -362,13 +366,16 @@ async def _relay_run(messages: list[str | bytes]) -> None:
                 await task
     finally:
         logger.removeHandler(detector)
+    # the emulator's side of the same channel: renewToken and response commands
+    emulator = RelayEmulator(keys={"RootManageSharedAccessKey": "ZnV6eiBrZXk="}, hybrid_connections=["hc1"])
+    await emulator._read_control(_Control(_FakeChannel(list(messages)), "hc1", 0))  # type: ignore[arg-type]
     if detector.records:
         rec = detector.records[0]
         raise Finding(f"relay listener hit its catch-all: {rec.getMessage()[:200]}; {rec.exc_info[1]!r}")  # type: ignore[index]
 
 
 def relay_control(data: bytes) -> None:
-    """Relay listener control channel: JSON messages split at 0x00, the last octets as a body."""
+    """Relay control channel, listener and emulator side: JSON messages split at 0x00 (0x01: binary)."""
     messages: list[str | bytes] = []
     for piece in data.split(b"\x00")[:8]:
         messages.append(piece.decode("utf-8", "replace") if not piece.startswith(b"\x01") else piece[1:])
@@ -428,6 +435,8 @@ def _relay_seeds() -> list[bytes]:
                      "body": True}},
         {"request": {"address": "", "id": "3"}},
         {"renewToken": {"token": "x"}},
+        {"renewToken": {"token": "SharedAccessSignature sr=http%3a%2f%2fns%2fhc1&sig=abc%3d&se=99&skn=k"}},
+        {"response": {"requestId": "1", "statusCode": 200, "body": True}},
     ]  # fmt: skip
     return [json.dumps(m).encode() + (b"\x00\x01body" if "request" in m else b"") for m in msgs]
 
