@@ -176,6 +176,17 @@ async def test_gateway_control_api_and_partner_passwords(
         await client.close()
     basic = [base64.b64encode(f"{u}:{p}".encode()).decode() for u, p in (("ops", API_PW), ("ops", WRONG_PW))]
     assert_clean([API_PW, CLIENT_PW, SERVER_PW, WRONG_PW, *basic], records=all_debug.records, objects=objects)
+    # nor in anything the gateway wrote to its state directory (ledger, events, spool)
+    for path in state_files(tmp_path / "a"):
+        for secret in (API_PW, CLIENT_PW, SERVER_PW, WRONG_PW):
+            assert secret.encode() not in path.read_bytes(), f"{secret[:4]}… stored in {path}"
+
+
+def state_files(root: Path) -> list[Path]:
+    """Every file under ``root`` (at least the ledger must be there)."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files, f"nothing under {root}"
+    return files
 
 
 async def test_relay_sas_keys_and_signatures(all_debug: pytest.LogCaptureFixture) -> None:
