@@ -76,6 +76,8 @@ __all__ = ["GatewayContext", "LedgerSessionHandler", "inbox_name"]
 
 log = logging.getLogger("oftp2.gateway.session")
 
+_OSIZ_MARGIN = 64 * 1024  # octets allowed beyond the announced SFIDOSIZ when unprotecting
+
 #: Receipts checked per Speaker turn (bounds the work of one session when many are due).
 RECEIPTS_PER_TURN = 50
 
@@ -364,6 +366,11 @@ class LedgerSessionHandler:
         decrypt = keys.decrypt if keys is not None else None
         signer = keys.partners.get(self.partner_id) if keys is not None else None
         plain = partial.with_name(partial.name + ".plain")
+        # Stop decompression bombs: the plain file may not exceed what SFIDOSIZ announced (1 KiB
+        # blocks, rounded up) plus a margin, nor the partner's max_file_size.
+        limits = [sfid.original_size * 1024 + _OSIZ_MARGIN] if sfid.original_size > 0 else []
+        if self.partner is not None and self.partner.max_file_size is not None:
+            limits.append(self.partner.max_file_size)
         try:
             await unprotect_file_async(
                 partial,
@@ -374,6 +381,7 @@ class LedgerSessionHandler:
                 decrypt_key=decrypt[0] if decrypt else None,
                 decrypt_cert=decrypt[1] if decrypt else None,
                 verify_certs=[signer] if signer is not None else [],
+                max_output=min(limits) if limits else None,
             )
         except SecurityError as exc:
             code = int(exc.efna or EfnaReason.UNSPECIFIED)
