@@ -1,4 +1,4 @@
-"""Fixtures for the chaos tests: TLS contexts from the shared test PKI."""
+"""Fixtures for the chaos tests: TLS contexts from the shared test PKI and the gateway fixtures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import pytest
 
 from oftp2_provider.pki import PKIBundle
 from oftp2_provider.protocol.transport import client_ssl_context, server_ssl_context
+
+from ..gateway.conftest import gateways, start_gateway
+
+__all__ = ["chaos_tls", "gateways", "start_gateway"]  # the gateway fixtures, reused
 
 
 @pytest.fixture
