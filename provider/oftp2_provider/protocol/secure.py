@@ -237,6 +237,8 @@ class InboundSecurity:
     answered with EFNA 21/22/23; otherwise it is confirmed first and failures give NERP 31/32/33.
     ``quarantine`` is where failed envelopes go (default: ``<destination dir>/quarantine``).
     ``receipts`` = answer every delivered file with an EERP (NERP on failure after EFPA).
+    Decompression stops with EFNA 23 / NERP 32 beyond the announced original size (SFIDOSIZ plus
+    ``osiz_slack`` octets) or beyond ``max_file_size`` — a compression bomb fills no disk.
     """
 
     key: rsa.RSAPrivateKey | None = None
@@ -247,6 +249,8 @@ class InboundSecurity:
     quarantine: Path | None = None
     verify_before_confirm: bool = True
     receipts: bool = True
+    max_file_size: int | None = None
+    osiz_slack: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if (self.key is None) != (self.cert is None):
@@ -342,6 +346,9 @@ def unprotect_received(
     left at *destination* then.
     """
     certs = security.certificates(sfid.originator, partner_code)
+    limits = [sfid.original_size * 1024 + security.osiz_slack] if sfid.original_size else []
+    if security.max_file_size is not None:
+        limits.append(security.max_file_size)
     return unprotect_file(
         transmitted,
         destination,
@@ -351,6 +358,7 @@ def unprotect_received(
         decrypt_key=security.key,
         decrypt_cert=security.cert,
         verify_certs=_file_signers(certs),
+        max_output=min(limits) if limits else None,
     )
 
 

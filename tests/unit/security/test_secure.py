@@ -376,3 +376,40 @@ async def test_interrupted_secured_transfer_resumes_the_same_envelope(
         protected.cleanup()
     assert result.ok and result.restart_offset == kept // 1024 * 1024 > 0
     assert _sha(inbox / "BIG") == _sha(src)  # decrypted and verified after the resumed transfer
+
+
+async def test_decompression_beyond_the_announced_size_is_efna_23(
+    tmp_path: Path, test_pki: PKIBundle
+) -> None:
+    import dataclasses
+
+    src = tmp_path / "zeros.bin"
+    src.write_bytes(b"\x00" * 3_000_000)  # compresses to a few KiB
+    inbox = tmp_path / "inbox"
+    security = InboundSecurity(quarantine=tmp_path / "q")
+    received: list[SecureSessionHandler] = []
+
+    def factory(ctx: object) -> SecureSessionHandler:
+        received.append(SecureSessionHandler(SessionHandlerBase(inbox), security, own_id=SERVER))
+        return received[-1]
+
+    server = OFTPServer(
+        SessionConfig(SERVER, "SPW"), factory, partners={CLIENT: PartnerConfig(CLIENT, "CPW")}
+    )
+    await server.start("127.0.0.1", 0)
+    item = OutboundFile(dsn="BOMB", originator=CLIENT, destination=SERVER, path=src)
+    protected = protect_outbound(item, OutboundSecurity(compress=True), workdir=tmp_path)
+    lying = dataclasses.replace(protected.item, original_size=10_000)  # announces 10 blocks
+    try:
+        async with OFTPClient(
+            SessionConfig(CLIENT, "CPW"), "127.0.0.1", server.port, partner=PartnerConfig(SERVER, "SPW")
+        ) as client:
+            lied = await client.send_file(lying)
+            honest = await client.send_file(dataclasses.replace(protected.item, dsn="HONEST"))
+        await server.wait_sessions(1, timeout=10)
+    finally:
+        await server.close()
+        protected.cleanup()
+    assert lied.refused_at == "EFNA" and lied.reason == 23 and "limit" in lied.text
+    assert not (inbox / "BOMB").exists() and len(list((tmp_path / "q").glob("BOMB.*.reason"))) == 1
+    assert honest.ok and _sha(inbox / "HONEST") == _sha(src)
