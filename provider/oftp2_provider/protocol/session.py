@@ -83,6 +83,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: At most this many file octets are joined into one DataReceived event.
+_COALESCE_OCTETS = 1 << 20
+_CDT_FRAME = framing.frame(b"C  ")
+
 # ---------------------------------------------------------------------------------------------------
 # Events
 
@@ -135,7 +139,8 @@ class CreditReceived:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
-    """Listener: decoded file octets from one DATA buffer and the number of records it completed."""
+    """Listener: decoded file octets from one or more consecutive DATA buffers and the number of
+    records they completed."""
 
     data: bytes
     records: int
@@ -666,24 +671,69 @@ class Session:
             self._sm.close()
 
     def next_event(self) -> Event | None:
-        """The next event, or None when more data is needed."""
-        while not self._events:
+        """The next event, or None when more data is needed.
+
+        Consecutive DATA buffers that are already received come as one :class:`DataReceived`
+        (up to about 1 MiB); the run stops at any other command and as soon as an automatic
+        answer (a due CDT) is queued, so that it can go out at once.
+        """
+        events = self._events
+        while not events:
             if self._sm.state is State.CLOSED or self._ended is not None:
                 return None
+            if not self._pump_one():
+                return None
+        ev = events.popleft()
+        if type(ev) is DataReceived and not events and not self._out:
+            return self._coalesce(ev)
+        return ev
+
+    def _pump_one(self) -> bool:
+        """Decode and handle one exchange buffer; False when no complete buffer is available."""
+        try:
+            buf = self._decoder.next_buffer()
+        except DecodeError as exc:
+            self._protocol_error(exc)
+            return True
+        if buf is None:
+            return False
+        try:
+            self._handle(buf)
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+        except FieldError as exc:
+            self._protocol_error(RemoteProtocolError(str(exc), EsidReason.COMMAND_CONTAINED_INVALID_DATA))
+        return True
+
+    def _coalesce(self, first: DataReceived) -> DataReceived:
+        parts = [first.data]
+        size = len(first.data)
+        records = first.records
+        decoder = self._decoder
+        while size < _COALESCE_OCTETS and not self._out and self._ended is None:
             try:
-                buf = self._decoder.next_buffer()
+                buf = decoder.next_buffer()
             except DecodeError as exc:
                 self._protocol_error(exc)
-                continue
+                break
             if buf is None:
-                return None
+                break
             try:
-                self._handle(buf)
+                if buf[:1] == b"D":
+                    data, recs = self._data(buf)
+                    parts.append(data)
+                    size += len(data)
+                    records += recs
+                    continue
+                self._handle(buf)  # another command: its events follow this one
             except RemoteProtocolError as exc:
                 self._protocol_error(exc)
             except FieldError as exc:
                 self._protocol_error(RemoteProtocolError(str(exc), EsidReason.COMMAND_CONTAINED_INVALID_DATA))
-        return self._events.popleft()
+            break
+        if len(parts) == 1:
+            return first
+        return DataReceived(b"".join(parts), records)
 
     def events(self) -> list[Event]:
         """All events available now."""
@@ -722,7 +772,7 @@ class Session:
 
     def _handle(self, buf: bytes) -> None:
         if buf[:1] == b"D":
-            self._handle_data(buf)
+            self._events.append(DataReceived(*self._data(buf)))
             return
         cmd = codec.decode(buf, self._level)
         name = type(cmd).__name__
@@ -742,24 +792,28 @@ class Session:
         handler = getattr(self, "_on_" + name)
         handler(cmd, state)
 
-    def _handle_data(self, buf: bytes) -> None:
-        if self.negotiated is not None and len(buf) > self.negotiated.sdeb:
-            if len(buf) > self.negotiated.sdeb + 1:
+    def _data(self, buf: bytes) -> tuple[bytes, int]:
+        """A DATA buffer: credit, decoding, a due CDT; returns (file octets, records completed)."""
+        neg = self.negotiated
+        if neg is not None and len(buf) > neg.sdeb:
+            if len(buf) > neg.sdeb + 1:
                 raise RemoteProtocolError(
-                    f"DATA buffer of {len(buf)} octets exceeds the negotiated {self.negotiated.sdeb}",
+                    f"DATA buffer of {len(buf)} octets exceeds the negotiated {neg.sdeb}",
                     EsidReason.EXCHANGE_BUFFER_SIZE_ERROR,
                 )
             self._sm.tolerated += 1
             log.info("%s: tolerating a DATA buffer of SDEB+1 (%d) octets", self.name, len(buf))
-        self._sm.receive("DATA")
-        assert self._rx_decoder is not None
-        data, recs = self._rx_decoder.feed(memoryview(buf)[1:])
-        self._rx_octets = self._rx_decoder.unit_count
-        self._rx_records = self._rx_decoder.record_count
-        if self._sm.listener_needs_cdt():
-            self._sm.send("CDT")
-            self._out.append(framing.frame(b"C  "))
-        self._events.append(DataReceived(data, recs))
+        sm = self._sm
+        sm.receive("DATA")
+        decoder = self._rx_decoder
+        assert decoder is not None
+        data, recs = decoder.feed(memoryview(buf)[1:])
+        self._rx_octets = decoder.unit_count
+        self._rx_records = decoder.record_count
+        if sm.listener_needs_cdt():
+            sm.send("CDT")
+            self._out.append(_CDT_FRAME)
+        return data, recs
 
     # -- per-command handlers (state already advanced) ---------------------------------------------
     def _on_SSRM(self, cmd: SSRM, prev: State) -> None:

@@ -265,6 +265,9 @@ class StateMachine:
 
     def receive(self, name: str, *, change_direction: bool = False, reason: int = 0) -> State:
         """Apply a command the peer sent; returns the new state."""
+        if name == "DATA" and self.state is State.OPI and self.credit > 0:  # the hot path
+            self.credit -= 1
+            return State.OPI
         if name == "ESID":
             self.state = State.CLOSED
             return self.state

@@ -353,6 +353,50 @@ def test_credit_window_two_four_buffers_waits_for_second_cdt() -> None:
     assert w.trace().split()[-9:] == ["c:H", "s:2", "c:D", "c:D", "s:C", "c:D", "c:D", "s:C", "c:T"]
 
 
+def _offered(credit: int) -> Wire:
+    w = started(SessionConfig(CLIENT, "CPW", sdeb=128, credit=credit))
+    assert isinstance(w.c2s(w.c.send_sfid(sfid()))[0], FileOffered)
+    assert isinstance(w.s2c(w.s.accept_file(0))[0], FileAccepted)
+    return w
+
+
+def test_data_buffers_received_together_come_as_one_event() -> None:
+    w = _offered(credit=5)
+    data = os.urandom(3 * 120)
+    wire = w.c.send_data(data, True) + w.c.end_file()
+    dec = framing.StreamDecoder()
+    dec.feed(wire)
+    assert [b[:1] for b in dec] == [b"D", b"D", b"D", b"T"]
+    w.s.receive_data(wire)
+    events = w.s.events()
+    assert [type(e) for e in events] == [DataReceived, FileEnded]  # three buffers, one event, then EFID
+    assert events[0].data == data and events[1].counts_match  # type: ignore[union-attr]
+    assert w.s.data_to_send() == b""  # no CDT due: 3 of 5 credits used
+
+
+def test_a_due_cdt_ends_the_run_of_data_buffers() -> None:
+    w = _offered(credit=2)
+    data = os.urandom(3 * 126 - 30)  # three buffers at SDEB 128
+    w.s.receive_data(w.c.send_data(data, True))  # two buffers go out, the third waits for credit
+    ev = w.s.next_event()
+    assert isinstance(ev, DataReceived) and len(ev.data) > 126 and data.startswith(ev.data)
+    cdt = w.s.data_to_send()
+    assert cdt[4:5] == b"C"  # due now, before anything else is decoded
+    assert w.s.next_event() is None
+    assert isinstance(w.s2c(cdt)[0], CreditReceived)
+
+
+def test_bad_buffer_after_good_data_buffers_keeps_the_order() -> None:
+    w = _offered(credit=5)
+    data = os.urandom(2 * 120)
+    wire = w.c.send_data(data, False) + w.c.flush_data()
+    w.s.receive_data(wire + framing.frame(b"D" + bytes(200)))  # above SDEB + 1
+    events = w.s.events()
+    assert isinstance(events[0], DataReceived) and events[0].data == data
+    assert isinstance(events[1], SessionEnded) and events[1].reason == EsidReason.EXCHANGE_BUFFER_SIZE_ERROR
+    assert len(events) == 2
+
+
 @pytest.mark.parametrize(("sdeb", "credit"), [(128, 1), (99999, 999), (4096, 64)])
 def test_transfer_round_trip(sdeb: int, credit: int) -> None:
     w = started(SessionConfig(CLIENT, "CPW", sdeb=sdeb, credit=credit))
