@@ -48,7 +48,8 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f .ci/mkdocs.yml
 
 fuzz: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
+	$(BIN)/python -m pip install --quiet -r .ci/fuzz-requirements.txt
+	$(BIN)/python -m pytest -p no:cacheprovider -s tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .site .mypy_cache .ruff_cache
