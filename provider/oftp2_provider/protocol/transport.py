@@ -24,7 +24,7 @@ import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import (
     AcceptDecision,
@@ -89,7 +89,9 @@ _AHEAD_OCTETS = (
 _STREAM_LIMIT = 1 << 20
 _SHUTDOWN_LINGER = 2.0  # after a shutdown ESID: how long the peer may take to read it and close
 _SHUTDOWN_DEADLINE = 10.0  # after that: sessions still running are cut without further ceremony
+_SETTLE_TIMEOUT = 10.0
 _ids = itertools.count(1)
+_T = TypeVar("_T")
 
 
 class SessionAborted(OFTPError):
@@ -160,6 +162,20 @@ def _enforce_tls12(ctx: _ssl.SSLContext | None) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
+
+
+async def _settle(aw: Awaitable[_T]) -> _T:
+    """Run a step that records an outcome (rename + EFPA + ``file_received``, ``file_sent``, a
+    receipt) to its end even when the session task is cancelled meanwhile (server shutdown): the
+    cancellation is delivered after it, at most :data:`_SETTLE_TIMEOUT` seconds later, so that a
+    delivered file or a confirmed send is never left half recorded."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), _SETTLE_TIMEOUT)
+        raise
 
 
 def _sfid_timestamp(date: str, time_: str, level: ProtocolLevel) -> tuple[str, str]:
@@ -547,7 +563,7 @@ class _Driver:
             for item in items:
                 if isinstance(item, OutboundFile):
                     result = await self.send_file(item)
-                    await handler.file_sent(result, self.ctx)
+                    await _settle(handler.file_sent(result, self.ctx))
                 elif isinstance(item, NERP) and self.session.level < ProtocolLevel.V1_4:
                     log.warning(
                         "%s: NERP cannot be sent at level %d; kept back",
@@ -567,9 +583,9 @@ class _Driver:
             if isinstance(ev, FileOffered):
                 await self.receive_file(ev.sfid, handler)
             elif isinstance(ev, EERPReceived):
-                await handler.eerp_received(ev.eerp, self.ctx)
+                await _settle(handler.eerp_received(ev.eerp, self.ctx))
             elif isinstance(ev, NERPReceived):
-                await handler.nerp_received(ev.nerp, self.ctx)
+                await _settle(handler.nerp_received(ev.nerp, self.ctx))
             elif isinstance(ev, TurnReceived):
                 return True
             elif isinstance(ev, SessionEnded):
@@ -663,27 +679,32 @@ class _Driver:
             if not answer.ok:
                 self.write(s.answer_end_file(False, answer.reason or 99, answer.text))
                 return
-            try:
-                await sink.commit()
-            except OSError as exc:
-                self.write(
-                    s.answer_end_file(
-                        False, EfnaReason.ACCESS_METHOD_FAILURE, f"cannot store: {exc.strerror}"
+
+            async def deliver() -> None:
+                try:
+                    await sink.commit()
+                except OSError as exc:
+                    self.write(
+                        s.answer_end_file(
+                            False, EfnaReason.ACCESS_METHOD_FAILURE, f"cannot store: {exc.strerror}"
+                        )
                     )
+                    return
+                self.write(s.answer_end_file(True))
+                received = ReceivedFile(
+                    sfid=sfid,
+                    path=target,
+                    size=sink.size,
+                    sha256=sink.sha256,
+                    record_count=ev.records,
+                    restart_offset=offset,
+                    duration=time.monotonic() - started,
                 )
-                return
-            self.write(s.answer_end_file(True))
-            received = ReceivedFile(
-                sfid=sfid,
-                path=target,
-                size=sink.size,
-                sha256=sink.sha256,
-                record_count=ev.records,
-                restart_offset=offset,
-                duration=time.monotonic() - started,
-            )
-            await self.flush()
-            await handler.file_received(received, self.ctx)
+                await self.flush()
+                await handler.file_received(received, self.ctx)
+
+            # rename, EFPA and the handler's record belong together: a shutdown waits for them
+            await _settle(deliver())
         finally:
             await sink.close()
 

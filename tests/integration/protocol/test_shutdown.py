@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oftp2_provider.protocol.api import OutboundFile, SessionContext, SessionHandlerBase
+from oftp2_provider.protocol.api import OutboundFile, ReceivedFile, SessionContext, SessionHandlerBase
 from oftp2_provider.protocol.errors import EsidReason, SessionRejected
 from oftp2_provider.protocol.transport import OFTPClient, OFTPServer
 
@@ -161,3 +161,42 @@ async def test_close_ends_an_idle_session_and_a_receiving_client_sees_esid(
     assert outcome.reason == EsidReason.UNSPECIFIED and outcome.by_peer and outcome.text == "maintenance"
     assert not (inbox / "QUEUED").exists()
     assert (inbox / ".partial" / "QUEUED").stat().st_size > 0  # kept for the restart
+
+
+class _SlowRecorder(SessionHandlerBase):
+    """Records received files slowly (a ledger update), so a shutdown can land in the middle."""
+
+    def __init__(self, inbox: Path, entered: asyncio.Event) -> None:
+        super().__init__(inbox, auto_eerp=False)
+        self.entered = entered
+        self.recorded: list[str] = []
+
+    async def file_received(self, received: ReceivedFile, ctx: SessionContext) -> None:
+        self.entered.set()
+        await asyncio.sleep(0.5)
+        self.recorded.append(received.sfid.dsn)
+
+
+async def test_shutdown_waits_for_the_record_of_a_delivered_file(
+    tmp_path: Path, payload: Callable[..., Path]
+) -> None:
+    entered = asyncio.Event()
+    handlers: list[_SlowRecorder] = []
+
+    def factory(ctx: SessionContext) -> SessionHandlerBase:
+        handlers.append(_SlowRecorder(tmp_path / "in", entered))
+        return handlers[-1]
+
+    src = payload(100_000)
+    async with OFTPServer(server_config(), factory, partners=PARTNERS) as server:
+        client = OFTPClient(client_config(), "127.0.0.1", server.port)
+        await client.connect()
+        sending = asyncio.create_task(client.send_file(_outbound(src, "RECORDED")))
+        await asyncio.wait_for(entered.wait(), 10)
+        await server.close(grace=0)  # lands while file_received is running
+        assert handlers[0].recorded == ["RECORDED"]  # the record was completed, not cut
+        assert (await asyncio.wait_for(sending, 10)).ok  # EFPA went out before the ESID
+        outcome = await client.close()
+    assert outcome.reason == 5 and outcome.by_peer
+    assert server.outcomes[0].reason == 5
+    assert (tmp_path / "in" / "RECORDED").read_bytes() == src.read_bytes()
