@@ -630,24 +630,36 @@ class Session:
         return data
 
     def refuse_file(self, reason: int, retry: bool = False, text: str = "") -> bytes:
-        """Listener: SFNA with ``reason`` (and whether a later retry may succeed)."""
-        data = self._send(SFNA(int(reason), retry, text))
+        """Listener: SFNA with ``reason`` (and whether a later retry may succeed).
+
+        ``text`` exists from level 5 on; below it is logged (debug) and not sent.
+        """
+        data = self._send(SFNA(int(reason), retry, self._reason_text("SFNA", text)))
         self._rx_sfid = None
         return data
 
     def answer_end_file(
         self, ok: bool = True, reason: int = 0, text: str = "", want_turn: bool = False
     ) -> bytes:
-        """Listener: EFPA (``ok``; ``want_turn`` asks for the turn) or EFNA with ``reason``."""
+        """Listener: EFPA (``ok``; ``want_turn`` asks for the turn) or EFNA with ``reason``.
+
+        The EFNA ``text`` exists from level 5 on; below it is logged (debug) and not sent.
+        """
         if self._sm.state is not State.CLIWFA:
             raise LocalProtocolError(f"no EFID to answer (state {self._sm.state.value})")
         if ok:
             data = self._send(EFPA(want_turn), change_direction=want_turn)
         else:
-            data = self._send(EFNA(int(reason) or 99, text))
+            data = self._send(EFNA(int(reason) or 99, self._reason_text("EFNA", text)))
         self._rx_sfid = None
         self._rx_decoder = None
         return data
+
+    def _reason_text(self, name: str, text: str) -> str:
+        if text and self._level < ProtocolLevel.V2_0:
+            log.debug("%s reason text not sent at level %d: %s", name, int(self._level), text)
+            return ""
+        return text
 
     # ------------------------------------------------------------------------------------------------
     # input
