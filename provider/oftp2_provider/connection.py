@@ -64,6 +64,7 @@ class OFTP2ConnectionExtras(BaseModel):
     )
     partner_password: str | None = Field(
         default=None,
+        repr=False,
         title="Partner password",
         description="The session password the partner must present (SSIDPSWD, up to 8 characters). "
         "Empty: not checked.",
@@ -87,11 +88,13 @@ class OFTP2ConnectionExtras(BaseModel):
     )
     tls_key: str | None = Field(
         default=None,
+        repr=False,
         title="TLS client key",
         description="Secret reference to the private key of the TLS client certificate (PEM).",
     )
     tls_key_password: str | None = Field(
         default=None,
+        repr=False,
         title="TLS client key password",
         description="Password of the encrypted TLS client key.",
         json_schema_extra={"format": "password"},
@@ -133,7 +136,8 @@ class OFTP2ConnectionExtras(BaseModel):
     secure_auth: bool = Field(
         default=False,
         title="Secure authentication",
-        description="SSIDAUTH: challenge-response authentication with the signing certificate (level 5).",
+        description="SSIDAUTH: challenge-response authentication (level 5); our signing key answers "
+        "the partner's challenge, ours is encrypted for partner_cert.",
     )
     cipher_suite: Literal[1, 2, 3, 4, 5, 6] = Field(
         default=4,
@@ -160,6 +164,7 @@ class OFTP2ConnectionExtras(BaseModel):
     )
     signing_key: str | None = Field(
         default=None,
+        repr=False,
         title="Our signing key",
         description="Secret reference to the private key of our signing certificate.",
     )
@@ -197,6 +202,7 @@ class OFTP2ConnectionExtras(BaseModel):
     )
     gateway_api_password: str | None = Field(
         default=None,
+        repr=False,
         title="Gateway API password",
         description="HTTP Basic password for the gateway control API.",
         json_schema_extra={"format": "password"},
@@ -250,7 +256,7 @@ class OFTP2ConnectionConfig(BaseModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     odette_id: str = Field(min_length=1)
-    password: str = ""
+    password: str = Field(default="", repr=False)
     extras: OFTP2ConnectionExtras
 
     @field_validator("odette_id")

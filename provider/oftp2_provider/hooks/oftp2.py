@@ -24,6 +24,7 @@ from airflow.sdk import BaseHook
 
 from oftp2_provider.connection import ConnectionConfigError, OFTP2ConnectionConfig, resolve_secret
 from oftp2_provider.hooks.errors import (
+    OFTP2AuthenticationError,
     OFTP2ConfigError,
     OFTP2ConnectionFailed,
     OFTP2Error,
@@ -31,11 +32,19 @@ from oftp2_provider.hooks.errors import (
     classify_esid,
 )
 from oftp2_provider.hooks.ledger import open_ledger
-from oftp2_provider.hooks.session import LedgerSessionHandler
+from oftp2_provider.hooks.session import LedgerSessionHandler, SecureLedgerSessionHandler
 from oftp2_provider.ledger import Ledger, Transfer, TransferStatus, VirtualFileKey
-from oftp2_provider.protocol.api import OutboundFile, SessionConfig, Timeouts, make_timestamp
+from oftp2_provider.protocol.api import (
+    CmsAuthenticator,
+    OutboundFile,
+    SessionConfig,
+    Timeouts,
+    make_timestamp,
+)
+from oftp2_provider.protocol.certs import PartnerCertificates
 from oftp2_provider.protocol.commands import ProtocolLevel, RecordFormat, SecurityLevel
 from oftp2_provider.protocol.errors import ProtocolError, SessionRejected
+from oftp2_provider.protocol.secure import InboundSecurity, OutboundSecurity, protect_outbound
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,9 @@ class OutboundSpec:
     security: int = 0
     cipher_suite: int = 0
     compression: int = 0
+    #: Set by :meth:`OFTP2Hook.protect`: file security was decided (applied or not) for this spec,
+    #: so :meth:`OFTP2Hook.send` does not apply the connection's defaults again.
+    protected: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,8 @@ class PollResult:
     receipts: list[dict[str, Any]] = field(default_factory=list)
     receipts_sent: int = 0
     files_sent: list[dict[str, Any]] = field(default_factory=list)
+    #: Received files that failed the security checks (EFNA 21–23 / NERP), kept in quarantine.
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for XCom."""
@@ -151,6 +165,98 @@ class OFTP2Hook(BaseHook):
             restart=e.restart,
             secure_auth=e.secure_auth,
             timeouts=Timeouts(connect=e.connect_timeout, read=e.response_timeout, idle=e.response_timeout),
+            authenticator=self.authenticator() if e.secure_auth else None,
+        )
+
+    # ------------------------------------------------------------------ keys and certificates
+
+    @cached_property
+    def _own_pair(self) -> tuple[Any, Any] | None:
+        e = self.config.extras
+        if not (e.signing_cert and e.signing_key):
+            return None
+        from oftp2_provider.protocol.certs import load_certificate, load_private_key
+
+        try:
+            cert = load_certificate(resolve_secret(e.signing_cert))
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.signing_cert: {exc}") from None
+        try:
+            key = load_private_key(resolve_secret(e.signing_key))
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.signing_key: {exc}") from None
+        return key, cert
+
+    @cached_property
+    def _partner_cert(self) -> Any | None:
+        ref = self.config.extras.partner_cert
+        if not ref:
+            return None
+        from oftp2_provider.protocol.certs import load_certificate
+
+        try:
+            return load_certificate(resolve_secret(ref))
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.partner_cert: {exc}") from None
+
+    def _need(self, what: str, *, own: bool = False, partner: bool = False) -> None:
+        missing = []
+        if own and self._own_pair is None:
+            missing.append("extra.signing_cert and extra.signing_key")
+        if partner and self._partner_cert is None:
+            missing.append("extra.partner_cert")
+        if missing:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: {what} needs {' and '.join(missing)}")
+
+    def authenticator(self) -> CmsAuthenticator:
+        """SECD/AUCH/AURP crypto: our signing key answers challenges, the partner certificate gets ours."""
+        self._need("secure_auth", own=True, partner=True)
+        assert self._own_pair is not None
+        key, cert = self._own_pair
+        return CmsAuthenticator(key, cert, {self.config.extras.partner_id: self._partner_cert})
+
+    def outbound_security(
+        self,
+        *,
+        sign: bool | None = None,
+        encrypt: bool | None = None,
+        compress: bool | None = None,
+        signed_eerp: bool | None = None,
+    ) -> OutboundSecurity:
+        """File security for sending; each option defaults to the connection's extras."""
+        e = self.config.extras
+        sign = e.sign_files if sign is None else sign
+        encrypt = e.encrypt_files if encrypt is None else encrypt
+        compress = e.compress_files if compress is None else compress
+        signed_eerp = e.signed_eerp if signed_eerp is None else signed_eerp
+        if sign:
+            self._need("signing files", own=True)
+        if encrypt:
+            self._need("encrypting files", partner=True)
+        key, cert = self._own_pair if sign and self._own_pair else (None, None)
+        try:
+            return OutboundSecurity(
+                suite=e.cipher_suite if (sign or encrypt or signed_eerp) else 0,
+                sign=sign,
+                compress=compress,
+                encrypt=encrypt,
+                signed_eerp=signed_eerp,
+                key=key,
+                cert=cert,
+                partner_cert=self._partner_cert if encrypt else None,
+            )
+        except ValueError as exc:
+            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: file security: {exc}") from None
+
+    def inbound_security(self) -> InboundSecurity:
+        """Keys for received files: ours decrypts (and signs receipts), the partner's verifies."""
+        pair = self._own_pair
+        partner = self._partner_cert
+        return InboundSecurity(
+            key=pair[0] if pair else None,
+            cert=pair[1] if pair else None,
+            partners={self.config.extras.partner_id: PartnerCertificates.single(partner)} if partner else {},
+            receipts=False,
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -218,6 +324,9 @@ class OFTP2Hook(BaseHook):
         except SessionAborted as exc:
             if exc.reason == 9:
                 raise OFTP2Timeout(f"{where}: {exc}") from None
+            failure = classify_esid(exc.reason, str(exc))
+            if isinstance(failure, OFTP2AuthenticationError):  # e.g. we could not answer AUCH: ESID 11
+                raise failure from None
             raise OFTP2ConnectionFailed(f"session with {where} failed: {exc}") from None
         except (TimeoutError, asyncio.TimeoutError):
             raise OFTP2Timeout(f"{where} did not answer in time (partner not available)") from None
@@ -228,76 +337,86 @@ class OFTP2Hook(BaseHook):
                 with contextlib.suppress(Exception):
                     await client.abort()
 
-    def _handler(self, ledger: Ledger, hold_receipts: bool = False) -> LedgerSessionHandler:
+    def _handler(self, ledger: Ledger, hold_receipts: bool = False) -> SecureLedgerSessionHandler:
+        """The session handler: ledger bookkeeping inside OFTP2 file security."""
         c = self.config
-        return LedgerSessionHandler(
+        inner = LedgerSessionHandler(
             ledger,
             partner=c.extras.partner_id,
             own_id=c.odette_id,
             inbox=c.inbox,
             hold_receipts=hold_receipts,
-            partner_certs=self.partner_certificates(),
+            receipt_signer=self._own_pair,
         )
-
-    def partner_certificates(self) -> list[Any]:
-        """The partner's certificates (``partner_cert``) that verify its signed receipts."""
-        ref = self.config.extras.partner_cert
-        if not ref:
-            return []
-        from oftp2_provider.protocol.certs import load_certificates
-
-        try:
-            return list(load_certificates(resolve_secret(ref)))
-        except ValueError as exc:
-            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: extra.partner_cert: {exc}") from None
+        return SecureLedgerSessionHandler(inner, self.inbound_security(), own_id=c.odette_id)
 
     # ------------------------------------------------------------------ file security
 
     def protect(
-        self, spec: OutboundSpec, target: Path, *, sign: bool, encrypt: bool, compress: bool
+        self,
+        spec: OutboundSpec,
+        target: Path,
+        *,
+        sign: bool | None = None,
+        encrypt: bool | None = None,
+        compress: bool | None = None,
     ) -> OutboundSpec:
-        """CMS-protect a file (sign, compress, encrypt — each optional) for sending; CPU work.
+        """CMS-protect a file (sign, compress, encrypt — each defaults to the connection) for sending.
 
-        The returned spec sends ``target`` (the envelope) while keeping the plain file's size and
+        Uses :func:`~oftp2_provider.protocol.secure.protect_outbound`; the envelope is written to
+        ``target``.  The returned spec sends the envelope while keeping the plain file's size and
         SHA-256 as the transfer's identity in the ledger.  Missing certificates raise
-        :class:`OFTP2ConfigError` naming the connection field.
+        :class:`OFTP2ConfigError` naming the connection field.  CPU work: call it off the event loop.
         """
-        if not (sign or encrypt or compress):
-            return spec
         from dataclasses import replace
 
-        from oftp2_provider.protocol.certs import load_certificate, load_private_key
-        from oftp2_provider.protocol.cms import protect_file
-
-        e = self.config.extras
-        kwargs: dict[str, Any] = {"suite": e.cipher_suite, "compress": compress}
-        try:
-            if sign:
-                if not (e.signing_cert and e.signing_key):
-                    raise OFTP2ConfigError(
-                        f"connection {self.oftp2_conn_id!r}: signing files needs extra.signing_cert and extra.signing_key"
-                    )
-                kwargs["sign_cert"] = load_certificate(resolve_secret(e.signing_cert))
-                kwargs["sign_key"] = load_private_key(resolve_secret(e.signing_key))
-            if encrypt:
-                if not e.partner_cert:
-                    raise OFTP2ConfigError(
-                        f"connection {self.oftp2_conn_id!r}: encrypting files needs extra.partner_cert"
-                    )
-                kwargs["encrypt_for"] = load_certificate(resolve_secret(e.partner_cert))
-        except ValueError as exc:
-            raise OFTP2ConfigError(f"connection {self.oftp2_conn_id!r}: file security: {exc}") from None
+        options = self.outbound_security(
+            sign=sign, encrypt=encrypt, compress=compress, signed_eerp=spec.signed_eerp
+        )
+        if not options.active:
+            suite = int(options.cipher_suite) if spec.signed_eerp else spec.cipher_suite
+            return replace(spec, protected=True, cipher_suite=suite)
         target.parent.mkdir(parents=True, exist_ok=True)
-        result = protect_file(spec.path, target, **kwargs)
+        item = OutboundFile(
+            dsn=spec.dsn,
+            originator=self.config.odette_id,
+            destination=self.config.extras.partner_id,
+            path=spec.path,
+        )
+        protected = protect_outbound(item, options, workdir=target.parent)
+        assert protected.temp is not None
+        os.replace(protected.temp, target)
+        sent = protected.item
         return replace(
             spec,
             path=target,
             format="U",
             lrecl=0,
-            security=int(result.security_level),
-            cipher_suite=int(e.cipher_suite),
-            compression=1 if result.compressed else 0,
+            security=int(sent.security),
+            cipher_suite=sent.cipher_suite,
+            compression=sent.file_compression,
+            protected=True,
         )
+
+    def _auto_protect(self, specs: Sequence[OutboundSpec]) -> list[OutboundSpec]:
+        """Apply the connection's file-security defaults (and signed EERP) to specs nobody protected yet."""
+        e = self.config.extras
+        if not (e.sign_files or e.encrypt_files or e.compress_files or e.signed_eerp):
+            return list(specs)
+        from dataclasses import replace
+
+        workdir = self.config.ledger_path.parent / "outbound-cms"
+        out = []
+        for spec in specs:
+            if spec.protected:
+                out.append(spec)
+                continue
+            name = (
+                f"{spec.sha256[:16]}-{spec.key.date + spec.key.time if spec.key else uuid.uuid4().hex[:12]}"
+            )
+            spec = replace(spec, signed_eerp=spec.signed_eerp or e.signed_eerp)
+            out.append(self.protect(spec, workdir / f"{name}.p7"))
+        return out
 
     # ------------------------------------------------------------------ test connection
 
@@ -373,6 +492,7 @@ class OFTP2Hook(BaseHook):
         afterwards so EERPs it sends right away land in the ledger in the same session.
         """
         ledger = await asyncio.to_thread(self.get_ledger)
+        specs = await asyncio.to_thread(self._auto_protect, specs)
         rows, done = await asyncio.to_thread(self._enqueue, ledger, specs, force)
         pending = {row.id for row, d in zip(rows, done, strict=True) if not d}
         results: dict[int, Any] = {}
@@ -435,6 +555,9 @@ class OFTP2Hook(BaseHook):
                 envelope=row.envelope,
                 signed_eerp=row.signed_eerp,
                 original_size=row.size if row.envelope else None,
+                # a CMS envelope is made anew (fresh key, IV, signing time) when a task retries:
+                # never resume a partial copy of an earlier envelope under the same SFID
+                restart=0 if row.envelope else None,
             )
             try:
                 result = await client.send_file(outbound)
@@ -445,11 +568,17 @@ class OFTP2Hook(BaseHook):
                 raise
             results[row.id] = result
             if result.ok:
+                digest = result.sha256 or None
+                if row.cipher_suite:  # the EERP hash input: the suite's hash of the octets sent
+                    from oftp2_provider.protocol.receipts import file_hash
+
+                    raw = await asyncio.to_thread(file_hash, outbound.path or "", row.cipher_suite)
+                    digest = raw.hex()
                 await asyncio.to_thread(
                     ledger.mark_sent,
                     row.id,
                     transmitted_size=result.octets_sent,
-                    transmitted_digest=result.sha256 or None,
+                    transmitted_digest=digest,
                 )
             elif result.retry:
                 text = f"{result.refused_at} {result.reason:02d} {result.text}".strip()
@@ -473,12 +602,17 @@ class OFTP2Hook(BaseHook):
         results: dict[int, Any] = {}
         async with self._session(handler) as client:
             await self._send_queued(client, ledger, worker, results)
+        inner = handler.ledger_handler
         return PollResult(
-            received=handler.received,
-            duplicates=handler.duplicates,
-            receipts=handler.receipts,
-            receipts_sent=handler.receipts_sent,
+            received=inner.received,
+            duplicates=inner.duplicates,
+            receipts=inner.receipts,
+            receipts_sent=inner.receipts_sent,
             files_sent=[{"transfer_id": tid, "ok": bool(r.ok)} for tid, r in results.items()],
+            refused=[
+                {"dsn": sfid.dsn, "answer": answer, "reason": code, "text": text}
+                for sfid, answer, code, text in handler.failures
+            ],
         )
 
     def poll(self, *, hold_receipts: bool = False) -> PollResult:

@@ -23,6 +23,7 @@ from oftp2_provider.protocol.api import (
 )
 from oftp2_provider.protocol.commands import EERP, EFID, NERP, SFID, ProtocolLevel
 from oftp2_provider.protocol.errors import SfnaReason
+from oftp2_provider.protocol.secure import InboundSecurity, SecureSessionHandler
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +44,8 @@ def _key(sfid: SFID) -> VirtualFileKey:
 
 
 def _verification(command: EERP | NERP) -> str:
-    """Receipt verification outcome without the partner certificate: UNSIGNED or UNVERIFIED."""
+    """Receipt verification outcome when nothing was checked: UNSIGNED or UNVERIFIED."""
     return "UNVERIFIED" if command.signature else "UNSIGNED"
-
-
-def verify_signed_receipt(
-    command: EERP | NERP, transfer: Any, partner_certs: Sequence[Any]
-) -> tuple[str, str]:
-    """Verify a receipt against the partner certificates and the hash of the file we sent.
-
-    Returns ``(outcome, detail)`` with the outcome in upper case (``VERIFIED``, ``UNSIGNED``,
-    ``BAD_SIGNATURE``, ``HASH_MISMATCH``, ``UNKNOWN_CERTIFICATE``).  CPU and file work: call it in a
-    worker thread.
-    """
-    from oftp2_provider.protocol.receipts import file_hash, verify_receipt
-
-    suite = int(getattr(transfer, "cipher_suite", 0) or 0) or 1
-    expected = None
-    path = getattr(transfer, "local_path", None)
-    if path and Path(path).is_file():
-        expected = file_hash(path, suite)
-    result = verify_receipt(command, suite=suite, partner_certs=list(partner_certs), expected_hash=expected)
-    return result.outcome.name, str(getattr(result, "detail", "") or "")
 
 
 class LedgerSessionHandler:
@@ -87,14 +68,18 @@ class LedgerSessionHandler:
         own_id: str,
         inbox: Path,
         hold_receipts: bool = False,
-        partner_certs: Sequence[Any] = (),
+        receipt_signer: tuple[Any, Any] | None = None,
     ) -> None:
         self.ledger = ledger
         self.partner = partner
         self.own_id = own_id
         self.inbox = Path(inbox)
         self.hold_receipts = hold_receipts
-        self.partner_certs = list(partner_certs)
+        self.receipt_signer = receipt_signer
+        #: Set by :class:`SecureLedgerSessionHandler`: its receipt verifications are recorded.
+        self.secure: SecureSessionHandler | None = None
+        #: Suite hash of the octets as transmitted, per received file (input of a signed EERP).
+        self.transmitted: dict[tuple[str, str, str, str, str], bytes] = {}
         self.received: list[dict[str, Any]] = []
         self.duplicates: list[dict[str, Any]] = []
         self.receipts: list[dict[str, Any]] = []
@@ -158,6 +143,7 @@ class LedgerSessionHandler:
                 log.error("received %s but the ledger has no row for it", key)
                 return
             transfer_id = found.id
+        digest = self.transmitted.pop(received.sfid.key, None)
         transfer = await self._run(
             self.ledger.complete_inbound,
             transfer_id,
@@ -165,6 +151,7 @@ class LedgerSessionHandler:
             received.size,
             received.sha256,
             hold_receipt=self.hold_receipts,
+            transmitted_digest=digest.hex() if digest else None,
             session_id=ctx.connection_id,
         )
         self.received.append(
@@ -179,20 +166,25 @@ class LedgerSessionHandler:
     async def file_sent(self, result: SendResult, ctx: SessionContext) -> None:
         """The hook records sends itself (it holds the transfer ids)."""
 
+    async def processing_failed(self, key: VirtualFileKey, answer: str, code: int, text: str) -> None:
+        """A received file failed its security checks (EFNA or NERP): its ledger row is failed."""
+        transfer_id = self._inbound_ids.pop(key, None)
+        if transfer_id is None:
+            return
+        await self._run(
+            self.ledger.fail_inbound,
+            transfer_id,
+            f"{answer} {code:02d} {text}",
+            refusal_code=code,
+        )
+
     async def _receipt(self, command: EERP | NERP, ctx: SessionContext) -> None:
         key = VirtualFileKey(*command.key)
         kind = "EERP" if isinstance(command, EERP) else "NERP"
         verification = _verification(command)
-        if command.signature and self.partner_certs:
-            sent = await self._run(self.ledger.find, key)
-            try:
-                verification, detail = await self._run(
-                    verify_signed_receipt, command, sent, self.partner_certs
-                )
-            except Exception as exc:  # a malformed signature must not break the session
-                verification, detail = "BAD_SIGNATURE", str(exc)
-            if verification != "VERIFIED":
-                log.warning("%s for %s: %s %s", kind, key, verification, detail)
+        checked = self.secure.verifications.get(command.key) if self.secure is not None else None
+        if checked is not None:
+            verification = checked.outcome.name
         transfer = await self._run(
             self.ledger.record_receipt,
             key,
@@ -230,24 +222,45 @@ class LedgerSessionHandler:
                 continue
             self._handed_out.add(transfer.id)
             k = transfer.key
+            receipt: EERP | NERP
             if transfer.nerp_code is None:
-                items.append(EERP(k.dsn, k.date, k.time, destination=k.originator, originator=k.destination))
+                receipt = EERP(k.dsn, k.date, k.time, destination=k.originator, originator=k.destination)
             else:
-                items.append(
-                    NERP(
-                        k.dsn,
-                        k.date,
-                        k.time,
-                        destination=k.originator,
-                        originator=k.destination,
-                        creator=self.own_id,
-                        reason=transfer.nerp_code,
-                        text=transfer.nerp_text or "",
-                    )
+                receipt = NERP(
+                    k.dsn,
+                    k.date,
+                    k.time,
+                    destination=k.originator,
+                    originator=k.destination,
+                    creator=self.own_id,
+                    reason=transfer.nerp_code,
+                    text=transfer.nerp_text or "",
                 )
+            items.append(await self._sign(receipt, transfer))
             await self._run(self.ledger.mark_receipt_sent, transfer.id, session_id=ctx.connection_id)
             self.receipts_sent += 1
         return items
+
+    async def _sign(self, receipt: EERP | NERP, transfer: Any) -> EERP | NERP:
+        """Sign the receipt when the partner asked for it (SFIDSIGN) and we have a key; CPU in a thread."""
+        if not (transfer.signed_eerp and transfer.cipher_suite):
+            return receipt
+        if self.receipt_signer is None or not transfer.transmitted_digest:
+            why = "no signing key configured" if self.receipt_signer is None else "no hash of the file"
+            log.warning("%s: signed receipt requested but %s; sending it unsigned", transfer.key, why)
+            return receipt
+        from oftp2_provider.protocol.receipts import sign_receipt
+
+        key, cert = self.receipt_signer
+        signed: EERP | NERP = await self._run(
+            sign_receipt,
+            receipt,
+            suite=transfer.cipher_suite,
+            key=key,
+            cert=cert,
+            file_hash=bytes.fromhex(transfer.transmitted_digest),
+        )
+        return signed
 
     async def session_ended(self, ctx: SessionContext, outcome: SessionOutcome) -> None:
         """Inbound rows left ``receiving`` by a broken session are failed (kept for restart)."""
@@ -264,3 +277,71 @@ class LedgerSessionHandler:
                     )
             except Exception:
                 log.exception("could not mark inbound transfer %s failed", transfer_id)
+
+
+class SecureLedgerSessionHandler(SecureSessionHandler):
+    """OFTP2 file security (:class:`~oftp2_provider.protocol.secure.SecureSessionHandler`) around a
+    :class:`LedgerSessionHandler`.
+
+    Offers the security policy or missing keys do not allow get SFNA 15–20; secured files are
+    decrypted, decompressed and verified before EFPA (EFNA 21–23, envelope quarantined, ledger row
+    failed); the inbox receives only the plain, verified content.  Receipts stay the ledger's
+    business (held or immediate, signed by :class:`LedgerSessionHandler` when SFIDSIGN = ``Y``),
+    so ``security.receipts`` must be off.  Receipts received are verified against the partner's
+    certificate and the transmitted hash the ledger recorded when the file was sent; the outcome
+    is what the ledger stores.
+    """
+
+    def __init__(self, inner: LedgerSessionHandler, security: InboundSecurity, *, own_id: str = "") -> None:
+        if security.receipts:
+            raise ValueError("SecureLedgerSessionHandler: receipts are sent from the ledger (receipts=False)")
+        super().__init__(inner, security, own_id=own_id)
+        self.ledger_handler = inner
+        inner.secure = self
+        self._registered: set[tuple[str, str, str, str, str]] = set()
+
+    async def end_file(self, sfid: SFID, efid: EFID, partial: Path, ctx: SessionContext) -> EndFileDecision:
+        """Unprotect before EFPA; a refusal fails the ledger row with the EFNA code."""
+        answer = await super().end_file(sfid, efid, partial, ctx)
+        if not answer.ok:
+            await self.ledger_handler.processing_failed(
+                VirtualFileKey(*sfid.key), "EFNA", int(answer.reason), answer.text
+            )
+        return answer
+
+    async def file_received(self, received: ReceivedFile, ctx: SessionContext) -> None:
+        """Keep the suite hash of the transmitted octets (for a signed EERP), then deliver."""
+        sfid = received.sfid
+        if sfid.signed_eerp and sfid.cipher_suite:
+            from oftp2_provider.protocol.receipts import file_hash
+
+            try:
+                digest = await asyncio.to_thread(file_hash, received.path, sfid.cipher_suite)
+                self.ledger_handler.transmitted[sfid.key] = digest
+            except (OSError, ValueError) as exc:
+                log.warning("%s: cannot hash the received file for its signed EERP: %s", sfid.dsn, exc)
+        before = len(self.failures)
+        await super().file_received(received, ctx)
+        for failed, answer, code, text in self.failures[before:]:
+            await self.ledger_handler.processing_failed(VirtualFileKey(*failed.key), answer, code, text)
+
+    async def _expect_from_ledger(self, receipt: EERP | NERP) -> None:
+        key = receipt.key
+        if key in self._registered:
+            return
+        self._registered.add(key)
+        sent = await asyncio.to_thread(self.ledger_handler.ledger.find, VirtualFileKey(*key))
+        if sent is None:
+            return
+        digest = bytes.fromhex(sent.transmitted_digest) if sent.transmitted_digest else None
+        self.expect_receipt(key, suite=sent.cipher_suite, expected_hash=digest, signed=sent.signed_eerp)
+
+    async def eerp_received(self, eerp: EERP, ctx: SessionContext) -> None:
+        """Verify against what the ledger recorded for the sent file, then record it."""
+        await self._expect_from_ledger(eerp)
+        await super().eerp_received(eerp, ctx)
+
+    async def nerp_received(self, nerp: NERP, ctx: SessionContext) -> None:
+        """Verify against what the ledger recorded for the sent file, then record it."""
+        await self._expect_from_ledger(nerp)
+        await super().nerp_received(nerp, ctx)
