@@ -196,12 +196,14 @@ def gateway_configs(work: Path, pki_dir: Path, ports: Ports, relay_key: str) -> 
                 **our_entry,
                 "address": {"host": "localhost", "port": ports.ours_tls, "tls": True, "ca_certs": [ca]},
             },
-            # Airflow's own OFTP identity (the send DAG's hook): TLS and a signed EERP; the hook
-            # does not implement secure authentication or file signing/encryption (yet)
+            # Airflow's own OFTP identity (the send DAG's hook, with our key pair): TLS, secure
+            # authentication, signed+compressed+encrypted files and a signed EERP
             "airflow": {
                 "odette_id": AIRFLOW_ID,
                 "password": AIRFLOW_PASSWORD,
-                "certificates": {"signing": our_cert},
+                "secure_auth": True,
+                "certificates": {"auth": our_cert, "signing": our_cert, "encryption": our_cert},
+                "security": _secure_policy(),
                 "receipt_policy": "immediate",
             },
         },
@@ -252,7 +254,14 @@ def airflow_env(work: Path, root: Path, ports: Ports, relay_key: str) -> dict[st
             "partner_password": PARTNER_PASSWORD,
             "tls": True,
             "tls_ca": f"file:{pki / 'ca.crt'}",
+            "secure_auth": True,
+            "sign_files": True,
+            "compress_files": True,
+            "encrypt_files": True,
             "signed_eerp": True,
+            "cipher_suite": 4,
+            "signing_cert": f"file:{pki / 'server.crt'}",
+            "signing_key": f"file:{pki / 'server.key'}",
             "partner_cert": f"file:{pki / 'partner.crt'}",
             "ledger_path": str(work / "ledger.sqlite"),
             "inbox": str(work / "airflow-inbox"),
@@ -536,13 +545,17 @@ class Demo:
         row = next((r for r in rows if r.key.dsn == "DEMOINVOIC"), None)
         if row is None or row.status.value != "delivered":
             raise StepFailed(f"ledger: DEMOINVOIC is {row.status.value if row else 'missing'}, not delivered")
+        if not (row.security_level == 3 and row.compression == 1 and row.signed_eerp):
+            raise StepFailed(
+                f"DEMOINVOIC went out with SFIDSEC {row.security_level}, SFIDCOMP {row.compression}, "
+                f"signed EERP {row.signed_eerp}: not signed+encrypted+compressed with a signed EERP"
+            )
         verification = [r.verification.lower() for r in self.ledger.receipts(row.id)]
         if "verified" not in verification:
             raise StepFailed(f"EERP verification {verification}, not verified")
         return (
             f"#{row.id} {_life(self.ledger, row.id)}; EERP signature verified; run {runs[0][0]}. "
-            "TLS; file not signed/encrypted: OFTP2Hook does not implement the connection's "
-            "sign/encrypt/compress_files or secure_auth yet"
+            "TLS, secure authentication, file signed+compressed+encrypted (suite 04), signed EERP"
         )
 
     def step_inbound(self) -> str:

@@ -28,7 +28,9 @@ def test_gateway_configurations_load_and_are_secured(tmp_path: Path, test_pki: P
         assert cfg.odette_id == odette_id and cfg.secure_auth
         assert sec.sign_outbound and sec.encrypt_outbound and sec.compress_outbound
         assert sec.require_signed and sec.require_encrypted and sec.require_signed_receipts
-    assert partner.partners["airflow"].odette_id == AIRFLOW_ID
+    airflow = partner.partners["airflow"]
+    assert airflow.odette_id == AIRFLOW_ID and airflow.secure_auth
+    assert airflow.security.require_signed and airflow.security.require_encrypted
     assert remote.partners["ours"].address is not None and not remote.partners["ours"].address.tls
 
 
@@ -43,5 +45,8 @@ def test_airflow_connection_is_valid(tmp_path: Path) -> None:
 
     config = OFTP2ConnectionConfig.from_connection(Conn())
     assert config.extras.tls and config.extras.signed_eerp and config.extras.partner_id == PARTNER
+    e = config.extras
+    assert e.secure_auth and e.sign_files and e.encrypt_files and e.compress_files
+    assert e.signing_cert and e.signing_key and e.partner_cert
     assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
