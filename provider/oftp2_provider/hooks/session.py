@@ -300,6 +300,17 @@ class SecureLedgerSessionHandler(SecureSessionHandler):
         inner.secure = self
         self._registered: set[tuple[str, str, str, str, str]] = set()
 
+    async def accept_file(self, sfid: SFID, ctx: SessionContext) -> FileDecision:
+        """Policy and keys first (SFNA 15–20); a signed EERP we could not sign is refused (SFNA 99)."""
+        if sfid.signed_eerp and sfid.cipher_suite and self.ledger_handler.receipt_signer is None:
+            log.warning(
+                "%s: refusing %s: signed EERP requested but no signing key", ctx.connection_id, sfid.dsn
+            )
+            return FileDecision.refuse(
+                SfnaReason.UNSPECIFIED, text="signed EERP requested but no signing key is configured"
+            )
+        return await super().accept_file(sfid, ctx)
+
     async def end_file(self, sfid: SFID, efid: EFID, partial: Path, ctx: SessionContext) -> EndFileDecision:
         """Unprotect before EFPA; a refusal fails the ledger row with the EFNA code."""
         answer = await super().end_file(sfid, efid, partial, ctx)

@@ -275,3 +275,22 @@ def test_secure_auth_without_keys_names_the_fields(oftp2_conn: Callable[..., str
         OFTP2ConfigError, match=r"secure_auth needs extra\.signing_cert and extra\.signing_key"
     ):
         hook.session_config()
+
+
+def test_signed_eerp_without_our_key_is_refused_at_offer(
+    partner: Any, oftp2_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    """A file asking for a signed EERP we cannot sign is refused with SFNA 99, not accepted and
+    answered with an unsigned receipt."""
+    hook = OFTP2Hook(oftp2_conn("oftp2_nosigner"))
+    path = tmp_path / "wants-signed.edi"
+    path.write_bytes(b"please sign\n")
+    partner.behaviour.deliver.append(
+        OutboundFile(
+            dsn="WANTSIGN", originator=PARTNER, destination=OURS, path=path, cipher_suite=4, signed_eerp=True
+        )
+    )
+    result = hook.poll()
+    assert result.received == []
+    sent = [r for h in partner.handlers for r in h.sent]
+    assert [(r.sfid.dsn, r.refused_at, r.reason) for r in sent] == [("WANTSIGN", "SFNA", 99)]
