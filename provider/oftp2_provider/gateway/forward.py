@@ -692,12 +692,19 @@ class LedgerSessionHandler:
             return [item]
 
     async def file_sent(self, result: SendResult, ctx: SessionContext) -> None:
-        """EFPA → ``sent``; SFNA/EFNA → ``refused`` (or retried in a later session)."""
+        """EFPA → ``sent``; SFNA/EFNA → ``refused`` (or retried in a later session).
+
+        SFNA 13 (duplicate file) without retry → ``sent`` as well: the partner has the virtual file
+        already (typically its EFPA was lost with the connection) and its EERP/NERP decides.
+        """
         transfer_id = self._files_in_flight.pop(result.sfid.key, None)
         if transfer_id is None:
             self._log(logging.WARNING, "result for a file this session did not claim: %s", result.sfid.key)
             return
         ledger = self.ctx.ledger
+        if result.refused_at == "SFNA" and result.reason == SfnaReason.DUPLICATE_FILE and not result.retry:
+            await self._partner_has_it(transfer_id, result)
+            return
         if result.ok:
             await ledger.mark_sent(
                 transfer_id,
@@ -727,6 +734,34 @@ class LedgerSessionHandler:
                 "reason": result.reason,
                 "retry": result.retry,
             },
+            transfer_id=transfer_id,
+        )
+
+    async def _partner_has_it(self, transfer_id: int, result: SendResult) -> None:
+        """SFNA 13: the transfer waits for the receipt (``sent``), keeping what the last send recorded."""
+        ledger = self.ctx.ledger
+        text = f"SFNA 13 {result.text}".strip()
+        try:
+            current = await ledger.get(transfer_id)
+            await ledger.mark_sent(
+                transfer_id,
+                transmitted_size=current.transmitted_size,
+                transmitted_digest=current.transmitted_digest,
+                session_id=self.session_id,
+            )
+        except LedgerError as exc:  # e.g. its receipt came in another session meanwhile
+            self._log(logging.WARNING, "%s: %s; %s", result.sfid.key, text, exc, transfer_id=transfer_id)
+            return
+        self._log(
+            logging.INFO,
+            "%s: partner has it already (%s); waiting for its receipt",
+            result.sfid.key,
+            text,
+            transfer_id=transfer_id,
+        )
+        self._emit(
+            EventName.FILE_SENT,
+            {"dsn": result.sfid.dsn, "size": 0, "restart_offset": 0, "duplicate": True},
             transfer_id=transfer_id,
         )
 

@@ -21,10 +21,11 @@ class Direction(str, Enum):
 class TransferStatus(str, Enum):
     """Where a transfer is in its life.
 
-    Outbound: ``queued`` → ``sending`` (claimed by one worker) → ``sent`` (EFPA received, waiting for
-    the EERP) → ``delivered`` (EERP) or ``refused`` (SFNA/EFNA without retry, or NERP);
-    ``failed`` when the session broke or the partner refused with "retry later" (a failed
-    transfer can be requeued).
+    Outbound: ``queued`` → ``sending`` (claimed by one worker) → ``sent`` (EFPA received, or the
+    gateway got SFNA 13 "duplicate" for a re-send: waiting for the EERP) → ``delivered`` (EERP) or
+    ``refused`` (SFNA/EFNA without retry, or NERP); ``failed`` when the session broke or the
+    partner refused with "retry later" (a failed transfer can be requeued).  A receipt also
+    settles a transfer that is ``queued`` again for a re-send.
 
     Inbound: ``receiving`` (SFID accepted) → ``received`` (EFID accepted, file renamed into place)
     → ``released`` (the local processing decided the EERP/NERP); ``failed`` when the reception

@@ -74,6 +74,10 @@ TRANSITIONS: dict[str, tuple[TransferStatus, ...]] = {
     "mark_receipt_sent": (S.RECEIVED, S.RELEASED),
     "resend_receipt": (S.RECEIVED, S.RELEASED),
     "claim_receipt": (S.RECEIVED, S.RELEASED),
+    # a received EERP/NERP settles the transfer also while it waits in the queue for a re-send
+    # (the partner has the file: e.g. our session broke after its EFPA was sent, then it called us)
+    "apply_eerp": (S.QUEUED, S.SENDING, S.SENT, S.FAILED),
+    "apply_nerp": (S.QUEUED, S.SENDING, S.SENT, S.FAILED),
 }
 #: Inbound statuses meaning "this virtual file was received already" (a new SFID is a duplicate).
 RECEIVED_STATUSES = (S.RECEIVED, S.RELEASED)
@@ -1035,7 +1039,8 @@ class Ledger:
     ) -> Transfer | None:
         """Store a received EERP/NERP for an outbound file and apply it.
 
-        EERP → ``delivered``; NERP → ``refused`` with ``reason`` as NERP code.  The receipt is
+        EERP → ``delivered``; NERP → ``refused`` with ``reason`` as NERP code (from ``queued``,
+        ``sending``, ``sent`` or ``failed``).  The receipt is
         always kept verbatim (``raw``) with its ``verification`` outcome.  With ``accepted=False``
         (e.g. a bad signature) nothing changes but the audit trail.  A repeated receipt for a
         finished transfer changes nothing.  Returns the transfer, or ``None`` for an unknown key
@@ -1063,7 +1068,7 @@ class Ledger:
             if not accepted:
                 self._event(cur, "receipt_rejected", transfer.id, session_id, detail, now)
                 return transfer
-            target = "mark_delivered" if kind is ReceiptKind.EERP else "mark_refused"
+            target = "apply_eerp" if kind is ReceiptKind.EERP else "apply_nerp"
             if transfer.status not in TRANSITIONS[target]:
                 self._event(
                     cur,

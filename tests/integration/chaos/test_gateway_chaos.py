@@ -31,9 +31,8 @@ SEED = int(os.environ.get("OFTP2_CHAOS_SEED", "20261124")) + 7
 FILES_EACH_WAY = 5
 MAX_SIZE = 400_000
 MAX_CALLS = 40
-#: Cuts just before EFPA hit a known gateway bug (see the xfail test below); off by default until it
-#: is fixed, ``OFTP2_CHAOS_EFPA=1`` turns them on.
-EFPA_CUTS = os.environ.get("OFTP2_CHAOS_EFPA", "") == "1"
+#: Some cuts hide the EFPA (the re-send then gets SFNA 13); ``OFTP2_CHAOS_EFPA=0`` turns them off.
+EFPA_CUTS = os.environ.get("OFTP2_CHAOS_EFPA", "1") != "0"
 CUT_CALLS = 8  # the first calls are always cut; later ones with probability 3/4
 
 
@@ -52,12 +51,18 @@ async def _all_delivered(gw: Gateway) -> bool:
 
 
 async def _pair_through_proxy(
-    tmp_path: Path, start_gateway: Callable[..., Any], rng: random.Random
+    tmp_path: Path, start_gateway: Callable[..., Any], rng: random.Random, b_port: int | None = None
 ) -> tuple[Gateway, Gateway, CuttingProxy]:
-    """Gateway A listening, a cutting proxy in front of it, gateway B calling A through the proxy."""
-    a: Gateway = await start_gateway(
-        gateway_config(tmp_path / "a", A_ID, partners={"b": {"odette_id": B_ID, "password": "BPW"}})
-    )
+    """Gateway A listening, a cutting proxy in front of it, gateway B calling A through the proxy.
+
+    With ``b_port``, B listens there and A can call B directly (no proxy on that way).
+    """
+    to_b: dict[str, Any] = {"odette_id": B_ID, "password": "BPW"}
+    b_extra: dict[str, Any] = {}
+    if b_port is not None:
+        to_b |= {"address": f"127.0.0.1:{b_port}", "our_password": "OWNPW"}
+        b_extra["listeners"] = [{"type": "tcp", "host": "127.0.0.1", "port": b_port}]
+    a: Gateway = await start_gateway(gateway_config(tmp_path / "a", A_ID, partners={"b": to_b}))
     proxy = CuttingProxy(a.port(), rng)
     await proxy.start()
     b: Gateway = await start_gateway(
@@ -73,17 +78,12 @@ async def _pair_through_proxy(
                     "address": f"127.0.0.1:{proxy.port}",
                 }
             },
+            **b_extra,
         )
     )
     return a, b, proxy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug (chaos seeds 8, 9, 10): when a cut hides the EFPA, the re-sent file gets "
-    "SFNA 13 (duplicate_policy refuse) and the sender marks the transfer 'refused' for good; the "
-    "partner's positive EERP that follows does not make it 'delivered'",
-)
 async def test_efpa_lost_then_duplicate_still_ends_delivered(
     tmp_path: Path, start_gateway: Callable[..., Any]
 ) -> None:
@@ -99,6 +99,30 @@ async def test_efpa_lost_then_duplicate_still_ends_delivered(
             await b.call_partner("a")
         out = await b.ledger.get(queued.id)
         assert out.status is TransferStatus.DELIVERED, out
+    finally:
+        await proxy.close()
+
+
+async def test_efpa_lost_then_receipt_while_queued_ends_delivered(
+    tmp_path: Path, start_gateway: Callable[..., Any], free_port: Callable[[], int]
+) -> None:
+    """As above, but the partner calls first: its EERP arrives while the file is queued again."""
+    a, b, proxy = await _pair_through_proxy(tmp_path, start_gateway, random.Random(2), free_port())
+    try:
+        queued = await b.submit_file("a", dsn="EFPA.LOST2", content=b"y" * 30_000)
+        proxy.schedule = ["efpa"]
+        first = await b.call_partner("a")
+        assert not first.ok and [c[0] for c in proxy.cuts] == ["efpa"]
+        assert (await b.ledger.get(queued.id)).status is TransferStatus.QUEUED
+        back = await a.call_partner("b")  # A has the EERP due for B's file
+        assert back.ok, back
+        out = await b.ledger.get(queued.id)
+        assert out.status is TransferStatus.DELIVERED, out
+        again = await b.call_partner("a")
+        assert again.ok and again.files_sent == 0, again  # nothing is sent again
+        [inbound] = await a.ledger.list_transfers(direction=Direction.INBOUND)
+        assert inbound.status is TransferStatus.RECEIVED and inbound.receipt_state is ReceiptState.SENT
+        assert "sent" not in [e.kind for e in await b.ledger.events(queued.id)]
     finally:
         await proxy.close()
 

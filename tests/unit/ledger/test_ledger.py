@@ -183,6 +183,33 @@ def test_repeated_eerp_changes_nothing(ledger: Ledger, make_key: KeyFactory) -> 
     assert [e.kind for e in ledger.events(tid)][-2:] == ["delivered", "receipt_ignored"]
 
 
+@pytest.mark.parametrize("kind", ["EERP", "NERP"])
+def test_receipt_settles_a_transfer_queued_for_a_resend(
+    ledger: Ledger, make_key: KeyFactory, kind: str
+) -> None:
+    """The session broke after the partner's EFPA (requeued); the partner then sends its receipt."""
+    key = make_key()
+    t = ledger.enqueue_outbound(P1, key, "/out/f", 5, SHA)
+    assert ledger.claim_outbound(P1, "w") is not None
+    queued = ledger.mark_failed(t.id, "session ended", retry=True)
+    assert queued.status is TransferStatus.QUEUED
+    got = ledger.record_receipt(key, kind, b"R", "unsigned", 33 if kind == "NERP" else None)
+    want = TransferStatus.DELIVERED if kind == "EERP" else TransferStatus.REFUSED
+    assert got is not None and got.status is want and got.is_final
+    assert ledger.claim_outbound(P1, "w") is None  # not sent again
+    assert [e.kind for e in ledger.events(t.id)][-1] == ("delivered" if kind == "EERP" else "refused")
+
+
+def test_receipt_for_a_refused_transfer_is_ignored(ledger: Ledger, make_key: KeyFactory) -> None:
+    key = make_key()
+    t = ledger.enqueue_outbound(P1, key, "/out/f", 5, SHA)
+    assert ledger.claim_outbound(P1, "w") is not None
+    ledger.mark_refused(t.id, 14, "direction refused")
+    got = ledger.record_receipt(key, "EERP", b"E", "unsigned")
+    assert got is not None and got.status is TransferStatus.REFUSED
+    assert [e.kind for e in ledger.events(t.id)][-1] == "receipt_ignored"
+
+
 def test_nerp_refuses_with_code(ledger: Ledger, make_key: KeyFactory) -> None:
     key = make_key()
     _sent(ledger, key)

@@ -44,8 +44,9 @@ OUT_ALLOWED = {
     "mark_sent": {"sending"},
     "mark_failed": {"sending", "sent"},
     "requeue": {"failed"},
-    "eerp": {"sending", "sent", "failed"},
-    "nerp": {"sending", "sent", "failed"},
+    # a receipt also settles a file queued again for a re-send (the partner has it)
+    "eerp": {"queued", "sending", "sent", "failed"},
+    "nerp": {"queued", "sending", "sent", "failed"},
 }
 
 
