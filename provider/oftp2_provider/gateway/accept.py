@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oftp2_provider.protocol.api import AcceptDecision, ConnectionRequest, passwords_match
@@ -43,7 +43,7 @@ class AcceptConnection:
 
     connection_id: str
     client_sid_code: str
-    client_password: str
+    client_password: str = field(repr=False)
     client_version: int
     server_version: int
     peer_address: tuple[str, int] | None

@@ -152,7 +152,7 @@ class SessionConfig:
     """
 
     odette_id: str
-    password: str
+    password: str = field(repr=False)
     level: ProtocolLevel = ProtocolLevel.V2_0
     sdeb: int = 99999
     credit: int = 999
@@ -194,8 +194,8 @@ class PartnerConfig:
     """
 
     odette_id: str
-    password: str
-    our_password: str | None = None
+    password: str = field(repr=False)
+    our_password: str | None = field(default=None, repr=False)
     max_level: ProtocolLevel | None = None
     sdeb: int | None = None
     credit: int | None = None
@@ -233,7 +233,7 @@ class Negotiated:
     #: Can *we* receive files?
     can_receive: bool
     partner_code: str
-    partner_password: str
+    partner_password: str = field(repr=False)
     partner_user_data: str = ""
 
 
@@ -278,7 +278,7 @@ class ConnectionRequest:
 
     connection_id: str
     client_code: str
-    password: str
+    password: str = field(repr=False)
     client_level: ProtocolLevel
     server_level: ProtocolLevel
     peer_address: tuple[str, int] | None

@@ -384,7 +384,8 @@ class _Reader:
             try:
                 return raw.decode("ascii").rstrip(" ")
             except UnicodeDecodeError:
-                raise _fail(_INVALID, f"{where}: {raw!r} is not 7-bit ASCII") from None
+                shown = "<password>" if attr == "password" else repr(raw)  # never echo a password
+                raise _fail(_INVALID, f"{where}: {shown} is not 7-bit ASCII") from None
         if kind == _N:
             raw = self.take(width, attr)
             if not raw.isdigit():

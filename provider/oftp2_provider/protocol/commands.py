@@ -8,7 +8,7 @@ that does not fit the 7 digits of OFTP 1.3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import ClassVar
 
@@ -54,16 +54,20 @@ class SecurityLevel(IntEnum):
     ENCRYPTED_AND_SIGNED = 3
 
 
-def _text(cmd: str, field: str, value: str, width: int, *, allow_empty: bool = True) -> None:
+def _text(
+    cmd: str, field: str, value: str, width: int, *, allow_empty: bool = True, secret: bool = False
+) -> None:
+    # A secret (the SSID password) is never echoed in the error: only its length is shown.
+    shown: object = f"<{len(value)} characters>" if secret and isinstance(value, str) else value
     if not isinstance(value, str):
-        raise FieldError(cmd, field, value, "must be a string")
+        raise FieldError(cmd, field, "<not a string>" if secret else value, "must be a string")
     data = value.encode("ascii", "replace")
     if len(value) > width:
-        raise FieldError(cmd, field, value, f"longer than {width} characters")
+        raise FieldError(cmd, field, shown, f"longer than {width} characters")
     if not value.isascii() or any(b not in _PRINTABLE_ASCII for b in data):
-        raise FieldError(cmd, field, value, "only printable 7-bit ASCII is allowed")
+        raise FieldError(cmd, field, shown, "only printable 7-bit ASCII is allowed")
     if not allow_empty and not value.strip():
-        raise FieldError(cmd, field, value, "must not be empty")
+        raise FieldError(cmd, field, shown, "must not be empty")
 
 
 def _number(cmd: str, field: str, value: int, low: int, high: int) -> None:
@@ -102,7 +106,7 @@ class SSID:
     ident: ClassVar[bytes] = b"X"
     level: ProtocolLevel
     code: str
-    password: str
+    password: str = field(repr=False)
     sdeb: int
     send_receive: SendReceive = SendReceive.BOTH
     compression: bool = False
@@ -119,7 +123,7 @@ class SSID:
             except ValueError:
                 raise FieldError("SSID", "level", self.level, "must be 1, 2, 4 or 5") from None
         _text("SSID", "code", self.code, 25, allow_empty=False)
-        _text("SSID", "password", self.password, 8)
+        _text("SSID", "password", self.password, 8, secret=True)
         _number("SSID", "sdeb", self.sdeb, 128, 99999)
         try:
             object.__setattr__(self, "send_receive", SendReceive(self.send_receive))

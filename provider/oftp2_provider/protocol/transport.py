@@ -930,6 +930,12 @@ class OFTPServer:
     03, a wrong password ESID 04.  Without ``partners`` every code is passed to the handler's
     ``accept_connection``.  ``handler_factory`` builds a handler per session.
 
+    Admission: ``max_sessions`` counts only sessions past the SSID decision (more get ESID 08).
+    Connections that have not sent their SSID yet are capped separately: at most ``max_pending``
+    (default ``2 × max_sessions``) wait at once, the oldest is dropped when a new one arrives over
+    the cap, and each waits at most ``ssid_timeout`` seconds (ESID 09), so a flood of idle
+    connections cannot lock partners out.
+
     Shutting down: :meth:`stop_accepting` closes the listening socket and refuses connections
     that still arrive (ESID 05) while running sessions go on; :meth:`close` then gives them
     ``grace`` seconds and ends the rest with an ESID (05 by default) before closing the
@@ -943,11 +949,20 @@ class OFTPServer:
         *,
         partners: Mapping[str, PartnerConfig] | None = None,
         max_sessions: int = 100,
+        max_pending: int | None = None,
+        ssid_timeout: float = 15.0,
     ) -> None:
+        if max_sessions < 1 or (max_pending is not None and max_pending < 1) or not ssid_timeout > 0:
+            raise ValueError("OFTPServer: max_sessions and max_pending must be >= 1, ssid_timeout > 0")
         self.config = config
         self.handler_factory: HandlerFactory = handler_factory or (lambda ctx: SessionHandlerBase())
         self.partners = {k.strip().upper(): v for k, v in (partners or {}).items()}
         self.max_sessions = max_sessions
+        self.max_pending = max_pending if max_pending is not None else 2 * max_sessions
+        self.ssid_timeout = ssid_timeout
+        # connections waiting for their SSID (oldest first), and sessions admitted at SSID
+        self._pending: dict[asyncio.Task[None], None] = {}
+        self._admitted: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
@@ -969,6 +984,16 @@ class OFTPServer:
     def active_sessions(self) -> int:
         """Sessions currently running."""
         return self._active
+
+    @property
+    def pending_connections(self) -> int:
+        """Connections that have not sent their SSID yet (at most :attr:`max_pending`)."""
+        return len(self._pending)
+
+    @property
+    def admitted_sessions(self) -> int:
+        """Sessions past the SSID decision (what :attr:`max_sessions` limits)."""
+        return len(self._admitted)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, ssl: _ssl.SSLContext | None = None) -> None:
         """Start listening (port 0 = any free port; read it back from :attr:`port`)."""
@@ -1064,6 +1089,12 @@ class OFTPServer:
         assert task is not None
         self._tasks.add(task)
         self._active += 1
+        while len(self._pending) >= self.max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            log.warning("%d connections without an SSID: dropping the oldest", self.max_pending)
+            oldest.cancel()
+        self._pending[task] = None
         try:
             await self._run(reader, writer, self._tls if tls is None else tls)
         except asyncio.CancelledError:
@@ -1072,6 +1103,8 @@ class OFTPServer:
             log.exception("responder session crashed")
         finally:
             self._active -= 1
+            self._pending.pop(task, None)
+            self._admitted.discard(task)
             self._tasks.discard(task)
             self.sessions_completed += 1
             self._done.set()
@@ -1087,7 +1120,7 @@ class OFTPServer:
         outcome: SessionOutcome | None = None
         try:
             driver.write(session.start())
-            ev = await driver.next_event(t.connect)
+            ev = await driver.next_event(min(t.connect, self.ssid_timeout))
             if isinstance(ev, ConnectionRequested):
                 driver.write(await self._decide(session, ev, ctx, handler))
                 ev = await driver.next_event(t.connect)
@@ -1135,10 +1168,13 @@ class OFTPServer:
         self, session: Session, ev: ConnectionRequested, ctx: SessionContext, handler: SessionHandler
     ) -> bytes:
         ssid = ev.ssid
+        task = asyncio.current_task()
+        if task is not None:
+            self._pending.pop(task, None)
         if not self._accepting:
             reason, text = self._shutdown or (EsidReason.LOCAL_SITE_EMERGENCY_CLOSE_DOWN, "")
             return session.reject_connection(reason, text or "not accepting new sessions")
-        if self._active > self.max_sessions:
+        if len(self._admitted) >= self.max_sessions:
             return session.reject_connection(
                 EsidReason.RESOURCES_NOT_AVAILABLE, "too many sessions, retry later"
             )
@@ -1167,11 +1203,17 @@ class OFTPServer:
             client_user_data=ssid.user_data,
             tls=ctx.tls,
         )
+        if task is not None:
+            self._admitted.add(task)  # reserve the slot while the handler decides
         try:
             decision: AcceptDecision = await handler.accept_connection(request)
         except Exception:
             log.exception("%s: accept_connection failed", ctx.connection_id)
+            if task is not None:
+                self._admitted.discard(task)
             return session.reject_connection(EsidReason.UNSPECIFIED, "internal error")
+        if not decision.accepted and task is not None:
+            self._admitted.discard(task)
         if decision.accepted and decision.partner is None and partner is not None:
             decision = AcceptDecision.accept(level=decision.level, partner=partner)
         return session.accept_connection(decision)

@@ -40,10 +40,10 @@ def resource_uri(namespace: str, path: str = "") -> str:
 class SasToken:
     """A parsed SAS token.  ``raw`` is the exact text sent on the wire."""
 
-    raw: str
+    raw: str = field(repr=False)  # contains the signature
     resource: str
     encoded_resource: str
-    signature: str
+    signature: str = field(repr=False)
     expiry: int
     key_name: str
 

@@ -38,7 +38,7 @@ from oftp2_provider.protocol.commands import (
     SSRM,
     ProtocolLevel,
 )
-from oftp2_provider.protocol.errors import EsidReason, SfnaReason
+from oftp2_provider.protocol.errors import EsidReason, SessionRejected, SfnaReason
 from oftp2_provider.protocol.transport import OFTPClient, server_ssl_context
 from tests.integration.gateway.conftest import A_ID, B_ID, gateway_config
 from tests.integration.protocol.conftest import (
@@ -278,46 +278,125 @@ async def test_gateway_path_like_dsn_stays_in_partner_inbox(
 async def test_ssid_flood(responder_factory: Callable[..., object], tmp_path: Path) -> None:
     """60 connections at once, all sending SSIDs (wrong password, unknown code, right one) with max_sessions 8.
 
-    Every connection gets a protocol answer (ESID 08/03/04 or our SSID), the server's session count
-    returns to zero and it serves the next partner normally.
+    Each connection gets a protocol answer (ESID 03/04/08 or our SSID) or, while more than
+    ``max_pending`` (16) wait for their SSID, is dropped as the oldest waiting one; the last 16 to
+    arrive are never dropped.  The server's session count returns to zero and it serves the next
+    partner normally.
     """
     responder: Responder = await responder_factory(max_sessions=8)  # type: ignore[misc]
+    assert responder.server.max_pending == 16
     answers: list[tuple[str, object]] = []
 
     async def one(i: int) -> None:
         peer = await RawPeer.connect(responder.port)
         try:
             first = await peer.recv()
-            if isinstance(first, ESID):
-                answers.append(("busy", first.reason))
+            if not isinstance(first, SSRM):
+                answers.append(("dropped" if first is None else "first", first))
                 return
             code, pw = [(CLIENT, "WRONG"), ("O0013NOBODY", "X"), (CLIENT, CLIENT_PW)][i % 3]
-            await peer.send(SSID(ProtocolLevel.V2_0, code, pw, 99999, credit=999))
+            try:
+                await peer.send(SSID(ProtocolLevel.V2_0, code, pw, 99999, credit=999))
+            except (ConnectionError, OSError):
+                answers.append(("dropped", None))
+                return
             answer = await peer.recv()
-            answers.append(("ssid", answer.reason if isinstance(answer, ESID) else type(answer).__name__))
+            if answer is None:
+                answers.append(("dropped", None))
+            else:
+                answers.append(("ssid", answer.reason if isinstance(answer, ESID) else type(answer).__name__))
+        except (ConnectionError, OSError):
+            answers.append(("dropped", None))
         finally:
             await peer.close()
 
     await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(60))), 30)
-    kinds = set(answers)
     allowed = {
-        ("busy", EsidReason.RESOURCES_NOT_AVAILABLE),
+        ("dropped", None),
         ("ssid", EsidReason.INVALID_PASSWORD),
         ("ssid", EsidReason.USER_CODE_NOT_KNOWN),
         ("ssid", EsidReason.RESOURCES_NOT_AVAILABLE),
         ("ssid", "SSID"),
     }
+    counts = Counter(kind for kind, _ in answers)
     assert len(answers) == 60
-    assert kinds <= allowed, kinds - allowed
-    # Observed: the limit counts open connections when the SSID is decided, so in a flood of 60
-    # simultaneous connections every one (legitimate or not) gets ESID 08 -- see docs/security.md.
-    assert Counter(kind for kind, _ in answers)["ssid"] + Counter(kind for kind, _ in answers)["busy"] == 60
+    assert set(answers) <= allowed, set(answers) - allowed
+    assert counts["ssid"] >= responder.server.max_pending, counts
     for _ in range(50):
         if responder.server.active_sessions == 0:
             break
         await asyncio.sleep(0.1)
     assert responder.server.active_sessions == 0
+    assert responder.server.pending_connections == 0 and responder.server.admitted_sessions == 0
     await still_serving(responder, tmp_path)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - polls the server's counters
+            await asyncio.sleep(0.02)
+
+
+async def test_idle_connection_flood_cannot_lock_partners_out(
+    responder_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    """12 idle connections (no SSID ever) against max_sessions 2: partners still get in.
+
+    Only sessions past the SSID decision count towards ``max_sessions``; connections waiting for
+    their SSID are capped at ``max_pending`` (default 2 × 2 = 4), the oldest dropped first, so the
+    flood holds at most 4 sockets and two partners logging in meanwhile are both admitted.  A third
+    concurrent partner still gets ESID 08: the session limit itself is unchanged.
+    """
+    responder: Responder = await responder_factory(max_sessions=2)  # type: ignore[misc]
+    server = responder.server
+    idle = [await RawPeer.connect(responder.port) for _ in range(12)]
+    try:
+        await _until(lambda: server.active_sessions == 4)
+        assert server.pending_connections == 4  # the flood is bounded
+        for peer in idle[:8]:  # the oldest were dropped: SSRM, then the connection closes
+            assert isinstance(await peer.recv(), SSRM)
+            assert await peer.recv() is None
+        first = OFTPClient(client_config(), "127.0.0.1", responder.port)
+        second = OFTPClient(client_config(), "127.0.0.1", responder.port)
+        await first.connect()
+        await second.connect()
+        assert server.admitted_sessions == 2 and server.pending_connections <= 4
+        with pytest.raises(SessionRejected) as info:
+            await OFTPClient(client_config(), "127.0.0.1", responder.port).connect()
+        assert info.value.reason == EsidReason.RESOURCES_NOT_AVAILABLE
+        src = tmp_path / "during-flood.bin"
+        src.write_bytes(os.urandom(2000))
+        result = await first.send_file(
+            OutboundFile(dsn="FLOOD", originator=CLIENT, destination=SERVER, path=src)
+        )
+        assert result.ok
+        await first.close()
+        await second.close()
+        assert (responder.inbox / "FLOOD").read_bytes() == src.read_bytes()
+        assert server.pending_connections <= 4 and server.active_sessions <= 2 + 4
+    finally:
+        for peer in idle:
+            await peer.close()
+    await _until(lambda: server.active_sessions == 0)
+    assert server.admitted_sessions == 0 and server.pending_connections == 0
+
+
+async def test_idle_connection_gets_esid_09_after_the_ssid_timeout(
+    responder_factory: Callable[..., object],
+) -> None:
+    """A connection that never sends its SSID is ended after ``ssid_timeout`` with ESID 09, not after ``connect``."""
+    responder: Responder = await responder_factory(ssid_timeout=0.5)  # type: ignore[misc]
+    peer = await RawPeer.connect(responder.port)
+    try:
+        assert isinstance(await peer.recv(), SSRM)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await peer.recv(timeout=5)
+        assert isinstance(answer, ESID) and answer.reason == EsidReason.TIME_OUT, answer
+        assert loop.time() - started < 3
+    finally:
+        await peer.close()
+    await _until(lambda: responder.server.pending_connections == 0)
 
 
 # --- secure authentication garbage ------------------------------------------------------------------

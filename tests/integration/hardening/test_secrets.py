@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import re
@@ -23,10 +24,22 @@ from typing import Any
 import httpx
 import pytest
 
+from oftp2_provider.connection import OFTP2ConnectionConfig
+from oftp2_provider.gateway.accept import AcceptConnection
 from oftp2_provider.gateway.daemon import Gateway
 from oftp2_provider.gateway.passwords import hash_password
 from oftp2_provider.pki import PKIBundle
-from oftp2_provider.protocol.api import CmsAuthenticator, OutboundFile, PartnerConfig, SessionHandlerBase
+from oftp2_provider.protocol import codec
+from oftp2_provider.protocol.api import (
+    CmsAuthenticator,
+    ConnectionRequest,
+    Negotiated,
+    OutboundFile,
+    PartnerConfig,
+    SessionConfig,
+    SessionHandlerBase,
+)
+from oftp2_provider.protocol.commands import SSID, ProtocolLevel, SendReceive
 from oftp2_provider.protocol.errors import SessionRejected
 from oftp2_provider.protocol.transport import OFTPClient, OFTPServer
 from oftp2_provider.relay import (
@@ -37,6 +50,8 @@ from oftp2_provider.relay import (
     RelayError,
     SasTokenProvider,
 )
+from oftp2_provider.relay.sas import RelayConnectionString, SasToken
+from oftp2_provider.relay_connection import AzureRelayConnectionConfig
 from tests.integration.gateway.conftest import A_ID, B_ID, gateway_config
 from tests.integration.protocol.conftest import CLIENT, SERVER, client_config, server_config
 
@@ -256,4 +271,100 @@ def test_detector_finds_planted_secrets() -> None:
         with pytest.raises(AssertionError, match="found in log"):
             assert_clean([SERVER_PW], records=[record])
     with pytest.raises(AssertionError, match="found in object"):
-        assert_clean([SERVER_PW], records=[], objects=[PartnerConfig(SERVER, SERVER_PW)])
+        assert_clean([SERVER_PW], records=[], objects=[{"password": SERVER_PW}])
+
+
+def _raised(build: Callable[[], object]) -> BaseException:
+    try:
+        build()
+    except Exception as exc:
+        return exc
+    raise AssertionError("expected an error")
+
+
+def test_reprs_and_errors_hide_secrets(test_pki: PKIBundle) -> None:
+    """``repr()``/``str()`` of every object holding a password, key or SAS signature shows none of them.
+
+    Dataclasses hide the field (``field(repr=False)``), pydantic models too (``Field(repr=False)``;
+    the gateway configuration uses ``SecretStr``); an SSID password that fails validation is named
+    by its length only.  Equality, ``frozen`` and ``slots`` still hold.
+    """
+    key_pem = test_pki.client.key_path.read_text()
+    token = SasToken.create("http://ns.example/hc1", "RootManageSharedAccessKey", RELAY_KEY)
+    ssid = SSID(ProtocolLevel.V2_0, CLIENT, CLIENT_PW, 4096)
+    bad_ctrl = CLIENT_PW[:4].encode() + b"\x01" + CLIENT_PW[5:].encode()  # computed: a traceback
+    bad_high = CLIENT_PW[:4].encode() + b"\xff" + CLIENT_PW[5:].encode()  # shows names, not values
+    request = ConnectionRequest(
+        "c1",
+        CLIENT,
+        CLIENT_PW,
+        ProtocolLevel.V2_0,
+        ProtocolLevel.V2_0,
+        None,
+        4096,
+        64,
+        SendReceive.BOTH,
+        False,
+    )
+    conn = OFTP2ConnectionConfig.from_values(
+        "oftp2_x",
+        host="127.0.0.1",
+        port=3305,
+        login=CLIENT,
+        password=CLIENT_PW,
+        extra={
+            "partner_id": SERVER,
+            "partner_password": SERVER_PW,
+            "tls_cert": "file:/nonexistent/cert.pem",
+            "tls_key": key_pem,
+            "tls_key_password": WRONG_PW,
+            "gateway_api_password": API_PW,
+        },
+    )
+    objects: list[object] = [
+        ssid,
+        SessionConfig(SERVER, SERVER_PW),
+        PartnerConfig(CLIENT, CLIENT_PW, our_password=SERVER_PW),
+        Negotiated(ProtocolLevel.V2_0, 4096, 64, False, True, False, True, True, CLIENT, CLIENT_PW),
+        request,
+        AcceptConnection("c1", CLIENT, CLIENT_PW, 5, 5, None, False, None, True, 0, "", request),
+        conn,
+        conn.extras,
+        AzureRelayConnectionConfig.from_values(
+            "relay_x",
+            host="ns.example",
+            login="RootManageSharedAccessKey",
+            password=RELAY_KEY,
+            extra={"hybrid_connection": "hc1"},
+        ),
+        token,
+        SasTokenProvider("RootManageSharedAccessKey", RELAY_KEY),
+        RelayConnectionString.parse(
+            f"Endpoint=sb://ns.example/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={RELAY_KEY}"
+        ),
+        # validation errors name the field, never the value
+        _raised(lambda: SSID(ProtocolLevel.V2_0, CLIENT, CLIENT_PW + "Z", 4096)),
+        _raised(lambda: SSID(ProtocolLevel.V2_0, CLIENT, CLIENT_PW[:7] + "\x01", 4096)),
+        _raised(lambda: codec.decode(codec.encode(ssid, 5).replace(CLIENT_PW.encode(), bad_ctrl), 5)),
+        _raised(lambda: codec.decode(codec.encode(ssid, 5).replace(CLIENT_PW.encode(), bad_high), 5)),
+        _raised(
+            lambda: OFTP2ConnectionConfig.from_values(
+                "oftp2_y",
+                host="h",
+                port=1,
+                login=CLIENT,
+                password=CLIENT_PW + "Z",
+                extra={"partner_id": SERVER},
+            )
+        ),
+    ]
+    secrets = [CLIENT_PW, SERVER_PW, WRONG_PW, API_PW, RELAY_KEY, token.signature, *pem_fragments(test_pki)]
+    secrets += [CLIENT_PW + "Z", "CLNX"]
+    assert_clean(secrets, records=[], objects=objects)
+    # the hidden fields still compare, and the dataclasses stay frozen and slotted
+    assert ssid != SSID(ProtocolLevel.V2_0, CLIENT, WRONG_PW, 4096)
+    assert not hasattr(ssid, "__dict__") and not hasattr(request, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ssid.password = WRONG_PW  # type: ignore[misc]
+    assert codec.decode(codec.encode(ssid, 5), 5) == ssid
+    assert conn.password == CLIENT_PW and conn.extras.gateway_api_password == API_PW
