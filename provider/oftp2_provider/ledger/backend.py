@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,7 +218,7 @@ class Backend:
         if dialect == "sqlite":
             raw.isolation_level = None
             raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = _switch_to_wal(raw)
             if mode and str(mode[0]).lower() != "wal":
                 log.warning("SQLite ledger could not switch to WAL (journal_mode=%s)", mode[0])
             raw.execute("PRAGMA foreign_keys = ON")
@@ -294,3 +295,26 @@ class Backend:
             except Exception:
                 log.debug("closing a ledger connection failed", exc_info=True)
         self._local = threading.local()
+
+
+def _switch_to_wal(raw: sqlite3.Connection) -> Any:
+    """Put the database in WAL mode; returns the ``PRAGMA journal_mode`` row.
+
+    WAL is a property of the database file, so a file already in WAL needs no lock.  Switching takes
+    an exclusive lock, and SQLite answers "database is locked" at once (without the busy handler)
+    while another connection — e.g. a second gateway starting on the same fresh file — holds one, so
+    the switch is retried until the busy timeout.
+    """
+    mode = raw.execute("PRAGMA journal_mode").fetchone()
+    if mode and str(mode[0]).lower() == "wal":
+        return mode
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return raw.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
