@@ -30,8 +30,10 @@ import dataclasses
 import enum
 import hashlib
 import logging
+import math
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,23 +145,90 @@ class _Users:
         return user if self._ok[key] else None
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Basic realm="oftp2-gateway"'} if status == 401 else None
+class _FailedLogins:
+    """Brute-force guard: an address that sent ``max_failures`` wrong credentials within ``window``
+    seconds gets 429 for ``window`` seconds, whatever it sends, then starts afresh."""
+
+    def __init__(self, max_failures: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def retry_after(self, address: str) -> float:
+        """Seconds the address is still locked out (0 when it may try)."""
+        until = self._locked_until.get(address)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._locked_until[address]
+            return 0.0
+        return left
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        recent = [t for t in self._failures.get(address, []) if now - t < self.window]
+        recent.append(now)
+        if len(recent) >= self.max_failures:
+            self._locked_until[address] = now + self.window
+            self._failures.pop(address, None)
+            log.warning(
+                "control API: %d wrong credentials from %s within %.0f s; locked out for %.0f s",
+                len(recent),
+                address,
+                self.window,
+                self.window,
+            )
+        else:
+            self._failures[address] = recent
+        if len(self._failures) > 10_000:  # bound memory under a distributed attack
+            self._failures.clear()
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Basic realm="oftp2-gateway"', **(headers or {})}
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(backend: ControlBackend, users: list[ApiUser]) -> Starlette:
-    """The ASGI application for ``backend`` with Basic auth against ``users``."""
+def create_app(
+    backend: ControlBackend,
+    users: list[ApiUser],
+    *,
+    max_auth_failures: int = 10,
+    auth_lockout_seconds: float = 60.0,
+) -> Starlette:
+    """The ASGI application for ``backend`` with Basic auth against ``users``.
+
+    An address that sends ``max_auth_failures`` wrong credentials within ``auth_lockout_seconds`` is
+    answered 429 (with ``Retry-After``) for that long, so passwords cannot be brute-forced.
+    """
     checker = _Users(users)
+    limiter = _FailedLogins(max_auth_failures, auth_lockout_seconds)
 
     def guarded(func: Handler, *, write: bool) -> Handler:
         async def endpoint(request: Request) -> Response:
-            user = await asyncio.to_thread(checker.check, request.headers.get("authorization"))
+            address = request.client.host if request.client else "unknown"
+            wait = limiter.retry_after(address)
+            if wait > 0:
+                return _error(
+                    429, "too many failed logins; try again later", {"Retry-After": str(math.ceil(wait))}
+                )
+            header = request.headers.get("authorization")
+            user = await asyncio.to_thread(checker.check, header)
             if user is None:
+                if header:
+                    limiter.failed(address)
                 return _error(401, "authentication required")
+            limiter.succeeded(address)
             if write and user.read_only:
                 return _error(403, f"user {user.name} is read-only")
             request.state.user = user.name
@@ -288,7 +357,12 @@ class ControlApi:
 
     def __init__(self, backend: ControlBackend, config: ControlApiConfig) -> None:
         self.config = config
-        self.app = create_app(backend, list(config.users))
+        self.app = create_app(
+            backend,
+            list(config.users),
+            max_auth_failures=config.max_auth_failures,
+            auth_lockout_seconds=config.auth_lockout_seconds,
+        )
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None

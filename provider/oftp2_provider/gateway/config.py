@@ -470,6 +470,16 @@ class ControlApiConfig(_Model):
     port: int = Field(default=8619, ge=0, le=65535, description="Port (0 picks a free port).")
     tls: KeyPair | None = Field(default=None, description="Serve HTTPS with this certificate.")
     users: list[ApiUser] = Field(default_factory=list, description="Authorized users (HTTP Basic).")
+    max_auth_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Wrong credentials from one address within `auth_lockout_seconds` before it is locked out (429).",
+    )
+    auth_lockout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Failure window and lock-out time for an address that sent too many wrong credentials.",
+    )
 
     @model_validator(mode="after")
     def _users_when_enabled(self) -> ControlApiConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,38 @@ async def test_https(tmp_path: Path, start_gateway: Callable[..., Any], test_pki
 
 def _read(path: str) -> bytes:
     return Path(path).read_bytes()
+
+
+async def test_repeated_wrong_credentials_lock_the_address_out(
+    tmp_path: Path, start_gateway: Callable[..., Any]
+) -> None:
+    """Brute force: after max_auth_failures wrong passwords the address gets 429, even with the right one."""
+    api: dict[str, Any] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": 0,
+        "users": USERS,
+        "max_auth_failures": 3,
+        "auth_lockout_seconds": 2,
+    }
+    cfg = gateway_config(tmp_path / "a", A_ID, partners={}, control_api=api)
+    gw: Gateway = await start_gateway(cfg)
+    assert gw.api is not None
+    async with httpx.AsyncClient(base_url=gw.api.url, timeout=30) as http:
+        ops = ("ops", "ops-secret")
+        # requests without credentials do not count; wrong ones do, and a success resets the count
+        for _ in range(5):
+            assert (await http.get("/api/v1/transfers")).status_code == 401
+        for _ in range(2):
+            assert (await http.get("/api/v1/transfers", auth=("ops", "guess"))).status_code == 401
+        assert (await http.get("/api/v1/transfers", auth=ops)).status_code == 200
+        for _ in range(2):
+            assert (await http.get("/api/v1/transfers", auth=("ops", "guess"))).status_code == 401
+        third = await http.get("/api/v1/transfers", auth=("ops", "guess"))
+        assert third.status_code == 401
+        locked = await http.get("/api/v1/transfers", auth=ops)
+        assert locked.status_code == 429
+        assert 1 <= int(locked.headers["retry-after"]) <= 2
+        assert (await http.get("/health")).status_code == 200  # health stays open
+        await asyncio.sleep(2.1)
+        assert (await http.get("/api/v1/transfers", auth=ops)).status_code == 200
