@@ -120,6 +120,7 @@ class SecretScanner(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.patterns: list[re.Pattern[str]] = list(_SECRET_PATTERNS)
         self.hits: list[str] = []
+        self.scanned = 0
 
     def add_literal(self, secret: str) -> None:
         """Also look for this exact text (e.g. a line of a generated private key)."""
@@ -133,6 +134,7 @@ class SecretScanner(logging.Handler):
         return None
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.scanned += 1
         try:
             text = record.getMessage()
             if record.exc_info:
@@ -149,11 +151,7 @@ _OUR_LOGGERS = ("oftp2_provider", "oftp2")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    logging.getLogger().addHandler(SECRET_SCANNER)
-    for name in _OUR_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
+    _attach_scanner()
 
 
 def _xcom_secrets() -> list[str]:
@@ -180,14 +178,40 @@ def _xcom_secrets() -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     logging.getLogger().removeHandler(SECRET_SCANNER)
     hits = SECRET_SCANNER.hits + _xcom_secrets()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"secret scanner: {SECRET_SCANNER.scanned} log records and the session's XComs scanned, "
+            f"{len(hits)} secrets found"
+        )
     if hits:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = ["secrets found in log records or XComs of this test session:", *hits[:50]]
         if reporter is not None:
             reporter.write_line("\n".join(lines), red=True)
         else:
             print("\n".join(lines))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _attach_scanner() -> None:
+    root = logging.getLogger()
+    if SECRET_SCANNER not in root.handlers:
+        root.addHandler(SECRET_SCANNER)
+    for name in _OUR_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.disabled = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+@pytest.fixture(autouse=True)
+def _keep_secret_scanner_attached() -> Iterator[None]:
+    """Airflow (re)configures logging when it is imported or runs a DAG, replacing the root handlers:
+    put the scanner back before and after every test so no test's records escape it."""
+    _attach_scanner()
+    yield
+    _attach_scanner()
 
 
 @pytest.fixture
