@@ -172,7 +172,7 @@ class PartialFile:
         self.hasher: Any = hashlib.sha256()
         self.error: OSError | None = None
         self._f: io.FileIO | None = None
-        self._batch: list[bytes] = []
+        self._batch: list[bytes | bytearray] = []
         self._batched = 0
         self._pending: asyncio.Future[None] | None = None
         self._slot: _Slot | None = None
@@ -229,7 +229,7 @@ class PartialFile:
         """Open for writing; returns the restart position (in ``unit``-octet units) that can be offered."""
         return await asyncio.to_thread(self._open, unit, want_restart)
 
-    def _write(self, chunks: list[bytes]) -> None:
+    def _write(self, chunks: list[bytes | bytearray]) -> None:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one large write + hash (GIL released)
         assert self._slot is not None
         with self._slot.lock:
@@ -246,12 +246,12 @@ class PartialFile:
             except OSError as exc:
                 self.error = exc
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         """Append ``data`` (batched; the disk write and hashing run in a worker thread)."""
         if self.append(data):
             await self._dispatch()
 
-    def append(self, data: bytes) -> bool:
+    def append(self, data: bytes | bytearray) -> bool:
         """Add ``data`` to the batch without awaiting; True when :meth:`dispatch` should run now."""
         if data:
             self.size += len(data)

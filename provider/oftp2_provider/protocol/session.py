@@ -142,7 +142,7 @@ class DataReceived:
     """Listener: decoded file octets from one or more consecutive DATA buffers and the number of
     records they completed."""
 
-    data: bytes
+    data: bytes | bytearray
     records: int
 
 
@@ -300,6 +300,8 @@ class Session:
         self._rx_restart_records = 0
         self._rx_efid: EFID | None = None
         self._rtr_at: int | None = None
+        # a CDT queued as soon as the window's last DATA buffer had arrived, before decoding it
+        self._cdt_early = False
 
     # ------------------------------------------------------------------------------------------------
     # properties
@@ -626,6 +628,7 @@ class Session:
         )
         self._rx_octets = 0
         self._rx_records = 0
+        self._cdt_early = False
         self._rx_decoder = records.DataDecoder(sfid.format, v_prefix=sfid.format is RecordFormat.VARIABLE)
         return data
 
@@ -667,6 +670,19 @@ class Session:
         """Feed octets received from the network (b"" is ignored; use ``connection_lost``)."""
         if data and self._sm.state is not State.CLOSED:
             self._decoder.feed(data)
+            sm = self._sm
+            if sm.state is State.OPI and not self._cdt_early and sm.credit > 0:
+                # The Speaker's credit runs out within what has arrived: the CDT is due now, so
+                # queue it before the window is decoded (the Speaker can start the next window
+                # meanwhile); _data() accounts for it when the credit reaches 0.
+                if self._decoder.count_leading(0x44, sm.credit) >= sm.credit:
+                    self._cdt_early = True
+                    self._out.append(_CDT_FRAME)
+
+    @property
+    def has_output(self) -> bool:
+        """True when bytes are queued for :meth:`data_to_send` (for example an early CDT)."""
+        return bool(self._out)
 
     def connection_lost(self) -> None:
         """The transport is gone; reports :class:`SessionEnded` unless the session already ended."""
@@ -693,12 +709,48 @@ class Session:
         while not events:
             if self._sm.state is State.CLOSED or self._ended is not None:
                 return None
+            if self._sm.state is State.OPI and self._rx_decoder is not None:
+                run = self._data_run()
+                if run is not None:
+                    return run
             if not self._pump_one():
                 return None
         ev = events.popleft()
-        if type(ev) is DataReceived and not events and not self._out:
+        if type(ev) is DataReceived and not events and (self._cdt_early or not self._out):
             return self._coalesce(ev)
         return ev
+
+    def _data_run(self) -> DataReceived | None:
+        """Listener fast path: the DATA buffers at the front, within the credit, decoded in one go.
+
+        Same outcome as handling them one by one: the credit is counted, a CDT is queued when it
+        reaches 0 (the run ends there), and a buffer that cannot be decoded ends the session after
+        the octets decoded before it.  Anything unusual (an oversize buffer, no credit, another
+        command) is left to the general path.
+        """
+        sm = self._sm
+        neg = self.negotiated
+        decoder = self._rx_decoder
+        if sm.credit <= 0 or neg is None or decoder is None:
+            return None
+        taken = self._decoder.take_leading(0x44, sm.credit, neg.sdeb, _COALESCE_OCTETS)
+        if taken is None:
+            return None
+        run, ends = taken
+        data, recs, done, error = decoder.feed_run(run, ends)
+        if done:
+            sm.receive_data_buffers(done)
+        self._rx_octets = decoder.unit_count
+        self._rx_records = decoder.record_count
+        if sm.listener_needs_cdt():
+            sm.send("CDT")
+            if self._cdt_early:
+                self._cdt_early = False  # already queued by receive_data()
+            else:
+                self._out.append(_CDT_FRAME)
+        if error is not None:
+            self._protocol_error(error)
+        return DataReceived(data, recs)
 
     def _pump_one(self) -> bool:
         """Decode and handle one exchange buffer; False when no complete buffer is available."""
@@ -722,7 +774,7 @@ class Session:
         size = len(first.data)
         records = first.records
         decoder = self._decoder
-        while size < _COALESCE_OCTETS and not self._out and self._ended is None:
+        while size < _COALESCE_OCTETS and (self._cdt_early or not self._out) and self._ended is None:
             try:
                 buf = decoder.next_buffer()
             except DecodeError as exc:
@@ -824,7 +876,10 @@ class Session:
         self._rx_records = decoder.record_count
         if sm.listener_needs_cdt():
             sm.send("CDT")
-            self._out.append(_CDT_FRAME)
+            if self._cdt_early:
+                self._cdt_early = False  # already queued by receive_data()
+            else:
+                self._out.append(_CDT_FRAME)
         return data, recs
 
     # -- per-command handlers (state already advanced) ---------------------------------------------

@@ -313,6 +313,12 @@ class StateMachine:
             self.state = State.OPOWFC
         return n
 
+    def receive_data_buffers(self, count: int) -> None:
+        """Listener fast path: ``count`` DATA buffers in OPI, all within the credit (checked by the caller)."""
+        if self.state is not State.OPI or count > self.credit:
+            raise RemoteProtocolError("DATA without credit", EsidReason.PROTOCOL_VIOLATION)
+        self.credit -= count
+
     def listener_needs_cdt(self) -> bool:
         """Listener: the credit counter reached 0, a CDT is due now."""
         return self.state is State.OPI and self.credit <= 0

@@ -261,6 +261,8 @@ class _Driver:
                 self._eof = True
                 continue
             self.session.receive_data(data)
+            if self.session.has_output:  # a CDT due for a window that has fully arrived
+                self.write(self.session.data_to_send())
 
     async def _ended(self, ev: SessionEnded) -> None:
         self.outcome = SessionOutcome(ev.reason, ev.text, ev.by_peer)

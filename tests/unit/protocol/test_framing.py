@@ -132,3 +132,44 @@ def test_any_split_of_the_stream_gives_the_same_buffers(buffers: list[bytes], cu
         got.extend(decoder)
     assert got == buffers
     assert decoder.pending == 0
+
+
+def test_take_leading_takes_a_run_of_one_kind_and_leaves_the_rest() -> None:
+    stbs = [frame(b"D" + bytes(10)), frame(b"D" + bytes(20)), frame(b"C  "), frame(b"D" + bytes(5))]
+    dec = StreamDecoder()
+    dec.feed(b"".join(stbs) + frame(b"D")[:3])
+    assert dec.count_leading(0x44, 10) == 2
+    taken = dec.take_leading(0x44, 10, 100, 1 << 20)
+    assert taken is not None
+    run, ends = taken
+    assert run == stbs[0] + stbs[1] and ends == [len(stbs[0]), len(stbs[0]) + len(stbs[1])]
+    assert dec.take_leading(0x44, 10, 100, 1 << 20) is None  # the CDT is next
+    assert dec.next_buffer() == b"C  "
+    assert dec.count_leading(0x44, 10) == 1  # the last STB is incomplete
+
+
+@pytest.mark.parametrize(
+    ("limit", "max_len", "max_octets", "taken"),
+    [
+        (1, 100, 1 << 20, 1),
+        (10, 15, 1 << 20, 2),
+        (10, 10, 1 << 20, 0),
+        (10, 100, 1, 1),
+        (10, 100, 16, 2),
+        (0, 100, 1 << 20, 0),
+    ],
+)
+def test_take_leading_limits(limit: int, max_len: int, max_octets: int, taken: int) -> None:
+    dec = StreamDecoder()
+    dec.feed(frame(b"D" + bytes(10)) * 2 + frame(b"D" + bytes(30)))
+    got = dec.take_leading(0x44, limit, max_len, max_octets)
+    assert (0 if got is None else len(got[1])) == taken
+
+
+def test_take_leading_leaves_bad_headers_to_next_buffer() -> None:
+    dec = StreamDecoder()
+    dec.feed(b"\x20\x00\x00\x09D1234")
+    assert dec.count_leading(0x44, 5) == 0
+    assert dec.take_leading(0x44, 5, 100, 100) is None
+    with pytest.raises(DecodeError):
+        dec.next_buffer()

@@ -527,3 +527,86 @@ def test_write_records_equals_one_write_record_per_record(
     got = batch.write_records(iter(records)) + batch.flush()
     assert got == expected
     assert (batch.record_count, batch.unit_count) == (len(records), sum(map(len, records)))
+
+
+def _greedy_reference(data: bytes, sdeb: int) -> list[bytes]:
+    """One record, no compression, one subrecord at a time: the layout RFC 5024 §7 describes."""
+    buffers: list[bytes] = []
+    buf = bytearray(b"D")
+    pos = 0
+    while True:
+        room = sdeb - len(buf)
+        if room < 2:
+            buffers.append(bytes(buf))
+            buf = bytearray(b"D")
+            continue
+        n = min(63, room - 1, len(data) - pos)
+        last = pos + n == len(data)
+        buf.append(n | (0x80 if last else 0))
+        buf += data[pos : pos + n]
+        pos += n
+        if last:
+            buffers.append(bytes(buf))
+            return buffers
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 300_000),
+    cuts=st.lists(st.integers(0, 300_000), max_size=6),
+    sdeb=st.sampled_from([3, 4, 65, 66, 128, 129, 130, 4096, 99_999]) | st.integers(3, 9000),
+)
+def test_whole_buffer_fast_path_matches_a_subrecord_by_subrecord_encoder(
+    size: int, cuts: list[int], sdeb: int
+) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    points = sorted({min(c, size) for c in cuts} | {0})
+    encoder = DataEncoder(sdeb)
+    got: list[bytes] = []
+    for a, b in zip(points, [*points[1:], size], strict=True):
+        got += encoder.write(data[a:b], end_of_record=a == points[-1])
+    got += encoder.flush()
+    assert got == _greedy_reference(data, sdeb)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(st.binary(max_size=5000), min_size=1, max_size=8),
+    fmt=st.sampled_from([RecordFormat.UNSTRUCTURED, RecordFormat.FIXED, RecordFormat.VARIABLE]),
+    sdeb=st.integers(3, 6000),
+    compression=st.booleans(),
+)
+def test_feed_run_equals_feeding_buffer_by_buffer(
+    pieces: list[bytes], fmt: RecordFormat, sdeb: int, compression: bool
+) -> None:
+    encoder = DataEncoder(sdeb, compression=compression)
+    buffers = [b for p in pieces for b in encoder.write_record(p)] + encoder.flush()
+    one, run = (
+        DataDecoder(fmt, v_prefix=fmt is RecordFormat.VARIABLE),
+        DataDecoder(fmt, v_prefix=fmt is RecordFormat.VARIABLE),
+    )
+    expected = [one.feed(memoryview(b)[1:]) for b in buffers]
+    stream = StreamDecoder()
+    stream.feed(b"".join(frame(b) for b in buffers))
+    taken = stream.take_leading(0x44, len(buffers) + 1, sdeb, 1 << 30)
+    assert taken is not None and stream.pending == 0
+    data, records, done, error = run.feed_run(*taken)
+    assert error is None and done == len(buffers)
+    assert bytes(data) == b"".join(d for d, _ in expected) and records == sum(r for _, r in expected)
+    assert (run.unit_count, run.record_count, run.in_record) == (
+        one.unit_count,
+        one.record_count,
+        one.in_record,
+    )
+
+
+def test_feed_run_stops_at_an_undecodable_buffer() -> None:
+    good = DataEncoder(200).write(b"x" * 150)
+    bad = b"D" + bytes([0x3F]) + b"short"
+    stream = StreamDecoder()
+    stream.feed(b"".join(frame(b) for b in [*good, bad, *good]))
+    taken = stream.take_leading(0x44, 10, 200, 1 << 20)
+    assert taken is not None
+    data, records, done, error = DataDecoder(RecordFormat.UNSTRUCTURED).feed_run(*taken)
+    assert done == len(good) and bytes(data) == b"x" * len(data) and records == 0
+    assert isinstance(error, DecodeError) and error.reason == INVALID

@@ -386,6 +386,36 @@ def test_a_due_cdt_ends_the_run_of_data_buffers() -> None:
     assert isinstance(w.s2c(cdt)[0], CreditReceived)
 
 
+def test_cdt_is_queued_as_soon_as_the_window_has_arrived() -> None:
+    w = _offered(credit=2)
+    data = os.urandom(3 * 126 - 30)
+    wire = w.c.send_data(data, True)  # the two buffers the credit allows
+    w.s.receive_data(wire[:-1])  # the second buffer is not complete yet: nothing is due
+    assert not w.s.has_output
+    w.s.receive_data(wire[-1:])
+    assert w.s.has_output  # due before either buffer is decoded
+    cdt = w.s.data_to_send()
+    assert cdt[4:5] == b"C" and len(cdt) == 7
+    events = w.s.events()
+    assert [type(e) for e in events] == [DataReceived] and len(events[0].data) > 126
+    assert w.s.data_to_send() == b""  # accounted when the credit reached 0, not sent twice
+    assert isinstance(w.s2c(cdt)[0], CreditReceived)
+    w.s.receive_data(w.c.data_to_send() + w.c.end_file())  # the third buffer under the new credit
+    events = w.s.events()
+    assert [type(e) for e in events] == [DataReceived, FileEnded] and events[1].counts_match  # type: ignore[union-attr]
+
+
+def test_no_early_cdt_when_another_command_comes_first() -> None:
+    w = _offered(credit=3)
+    data = os.urandom(126)
+    wire = w.c.send_data(data, True) + w.c.end_file()  # one DATA, then EFID: credit stays at 2
+    w.s.receive_data(wire)
+    assert not w.s.has_output
+    events = w.s.events()
+    assert [type(e) for e in events] == [DataReceived, FileEnded]
+    assert w.s.data_to_send() == b""
+
+
 def test_bad_buffer_after_good_data_buffers_keeps_the_order() -> None:
     w = _offered(credit=5)
     data = os.urandom(2 * 120)
@@ -395,6 +425,60 @@ def test_bad_buffer_after_good_data_buffers_keeps_the_order() -> None:
     assert isinstance(events[0], DataReceived) and events[0].data == data
     assert isinstance(events[1], SessionEnded) and events[1].reason == EsidReason.EXCHANGE_BUFFER_SIZE_ERROR
     assert len(events) == 2
+
+
+def test_undecodable_buffer_in_a_run_ends_the_session_after_the_good_octets() -> None:
+    w = _offered(credit=5)
+    data = os.urandom(2 * 120)
+    good = w.c.send_data(data, False) + w.c.flush_data()
+    bad = framing.frame(b"D" + bytes([0x3F]) + bytes(10))  # announces 63 octets, has 10
+    w.s.receive_data(good + bad + good)
+    events = w.s.events()
+    assert isinstance(events[0], DataReceived) and events[0].data == data
+    assert isinstance(events[1], SessionEnded)
+    assert events[1].reason == EsidReason.COMMAND_CONTAINED_INVALID_DATA and not events[1].by_peer
+    assert len(events) == 2
+
+
+def test_a_run_stops_where_the_credit_runs_out() -> None:
+    w = _offered(credit=2)
+    data = os.urandom(4 * 126)
+    wire = w.c.send_data(data, False)  # two buffers: the credit
+    extra = framing.frame(b"D" + bytes([20]) + bytes(20))  # the first of the next window
+    w.s.receive_data(wire + extra)
+    first = w.s.next_event()
+    assert isinstance(first, DataReceived) and len(first.data) > 126 and data.startswith(first.data)
+    assert w.s.data_to_send()[4:5] == b"C"  # the CDT is due exactly here
+    second = w.s.next_event()
+    assert isinstance(second, DataReceived) and second.data == bytes(20)
+
+
+@pytest.mark.parametrize("split", [1, 7, 64, 1000, 5000])
+def test_runs_decode_the_same_however_the_stream_is_cut(split: int) -> None:
+    w = _offered(credit=7)
+    records = [os.urandom(n) for n in (0, 1, 62, 63, 64, 126, 127, 500, 3000)]
+    data = b"".join(records)
+    got = bytearray()
+    pending = w.c.send_data(data, True)
+    while True:
+        for i in range(0, len(pending), split):
+            w.s.receive_data(pending[i : i + split])
+            for ev in w.s.events():
+                assert isinstance(ev, DataReceived)
+                got += ev.data
+            cdt = w.s.data_to_send()
+            if cdt:
+                w.s2c(cdt)
+        pending = w.c.data_to_send()
+        if not pending:
+            break
+    w.s.receive_data(w.c.end_file())  # the held-back last subrecord, then EFID
+    events = w.s.events()
+    for ev in events[:-1]:
+        assert isinstance(ev, DataReceived)
+        got += ev.data
+    assert isinstance(events[-1], FileEnded) and events[-1].counts_match
+    assert bytes(got) == data
 
 
 @pytest.mark.parametrize(("sdeb", "credit"), [(128, 1), (99999, 999), (4096, 64)])
