@@ -63,42 +63,14 @@ class StreamDecoder:
         """Number of bytes received but not yet returned as an exchange buffer."""
         return len(self._buf)
 
-    def count_leading(self, first: int, limit: int) -> int:
-        """How many complete STBs at the front carry a buffer starting with octet ``first``.
+    def _leading(self, first: int, limit: int, max_len: int, max_octets: int) -> list[int]:
+        """End offsets of the complete STBs at the front whose buffers start with octet ``first``.
 
-        Stops at the first STB that is incomplete, invalid or starts with another octet, and at
-        ``limit``; consumes nothing (used to see that a credit window has fully arrived).
+        Stops at the first STB that is incomplete, invalid, starts with another octet or is longer
+        than ``max_len``, after ``limit`` STBs and once ``max_octets`` are covered.
         """
         if self._error is not None:
-            return 0
-        buf = self._buf
-        end = len(buf)
-        pos = n = 0
-        while n < limit and pos + MIN_STB <= end:
-            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-            if (
-                buf[pos] & 0xF0 != _VERSION
-                or not MIN_STB <= length <= MAX_STB
-                or pos + length > end
-                or buf[pos + HEADER_SIZE] != first
-            ):
-                break
-            pos += length
-            n += 1
-        return n
-
-    def take_leading(
-        self, first: int, limit: int, max_len: int, max_octets: int
-    ) -> tuple[bytes, list[int]] | None:
-        """Take a run of complete STBs at the front whose buffers start with octet ``first``.
-
-        At most ``limit`` STBs, each buffer at most ``max_len`` octets, stopping once ``max_octets``
-        are taken; anything else (incomplete, invalid, another command, too long) is left for
-        :meth:`next_buffer`.  Returns the STBs *with* their headers as one ``bytes`` and the end
-        offset of each STB in it, or ``None`` when the first STB does not qualify.
-        """
-        if self._error is not None:
-            return None
+            return []
         buf = self._buf
         end = len(buf)
         pos = 0
@@ -115,11 +87,30 @@ class StreamDecoder:
                 break
             pos += length
             ends.append(pos)
+        return ends
+
+    def count_leading(self, first: int, limit: int) -> int:
+        """How many complete STBs at the front carry a buffer starting with octet ``first`` (at most
+        ``limit``); consumes nothing (used to see that a credit window has fully arrived)."""
+        return len(self._leading(first, limit, MAX_BUFFER, MAX_STB * limit))
+
+    def take_leading(
+        self, first: int, limit: int, max_len: int, max_octets: int
+    ) -> tuple[bytes, list[int]] | None:
+        """Take a run of complete STBs at the front whose buffers start with octet ``first``.
+
+        At most ``limit`` STBs, each buffer at most ``max_len`` octets, stopping once ``max_octets``
+        are taken; anything else (incomplete, invalid, another command, too long) is left for
+        :meth:`next_buffer`.  Returns the STBs *with* their headers as one ``bytes`` and the end
+        offset of each STB in it, or ``None`` when the first STB does not qualify.
+        """
+        ends = self._leading(first, limit, max_len, max_octets)
         if not ends:
             return None
+        buf = self._buf
         with memoryview(buf) as view:
-            run = bytes(view[:pos])
-        del buf[:pos]
+            run = bytes(view[: ends[-1]])
+        del buf[: ends[-1]]
         return run, ends
 
     def next_buffer(self) -> bytes | None:

@@ -742,12 +742,7 @@ class Session:
             sm.receive_data_buffers(done)
         self._rx_octets = decoder.unit_count
         self._rx_records = decoder.record_count
-        if sm.listener_needs_cdt():
-            sm.send("CDT")
-            if self._cdt_early:
-                self._cdt_early = False  # already queued by receive_data()
-            else:
-                self._out.append(_CDT_FRAME)
+        self._cdt_if_due()
         if error is not None:
             self._protocol_error(error)
         return DataReceived(data, recs)
@@ -874,13 +869,18 @@ class Session:
         data, recs = decoder.feed(memoryview(buf)[1:])
         self._rx_octets = decoder.unit_count
         self._rx_records = decoder.record_count
+        self._cdt_if_due()
+        return data, recs
+
+    def _cdt_if_due(self) -> None:
+        """Listener: the credit reached 0 — send CDT (unless receive_data() queued it already)."""
+        sm = self._sm
         if sm.listener_needs_cdt():
             sm.send("CDT")
             if self._cdt_early:
-                self._cdt_early = False  # already queued by receive_data()
+                self._cdt_early = False
             else:
                 self._out.append(_CDT_FRAME)
-        return data, recs
 
     # -- per-command handlers (state already advanced) ---------------------------------------------
     def _on_SSRM(self, cmd: SSRM, prev: State) -> None:
