@@ -79,6 +79,7 @@ __all__ = [
     "SessionStarted",
     "TurnReceived",
     "restart_unit",
+    "restarts_in_v_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,13 @@ class FileOffered:
 
 @dataclass(frozen=True, slots=True)
 class FileAccepted:
-    """Speaker: SFPA — send DATA from ``restart_offset`` octets (``restart`` in protocol units)."""
+    """Speaker: SFPA — send DATA from ``restart_offset`` octets (``restart`` in protocol units).
+
+    For an unsecured V file (:func:`restarts_in_v_records`) ``restart`` counts records of varying
+    length and ``restart_offset`` is 0: the embedder finds where record ``restart`` ends, sends
+    from there and reports the data octets it skipped with :meth:`Session.set_restart_octets`
+    before sending DATA.
+    """
 
     sfid: SFID
     restart: int
@@ -233,13 +240,28 @@ Event = (
 
 
 def restart_unit(sfid: SFID) -> int:
-    """Octets per restart unit: 1024 for U/T and secured files, LRECL for F, 0 (no restart) for V."""
+    """Octets per restart unit: 1024 for U/T and secured files, LRECL for F, 0 for V.
+
+    An unsecured V file restarts in records too, but they vary in length: its restart position
+    maps to octets only by walking the file's length prefixes (see :func:`restarts_in_v_records`
+    and :mod:`~oftp2_provider.protocol.vrecords`).
+    """
     secured = sfid.security != SecurityLevel.NONE or sfid.compression != 0 or sfid.envelope != 0
     if secured or sfid.format in (RecordFormat.UNSTRUCTURED, RecordFormat.TEXT):
         return 1024
     if sfid.format is RecordFormat.FIXED and sfid.lrecl > 0:
         return sfid.lrecl
     return 0
+
+
+def restarts_in_v_records(sfid: SFID) -> bool:
+    """True for an unsecured V file: its restart position counts records of varying length.
+
+    The session cannot turn such a position into octets; the embedder finds the record boundary
+    and tells the session the data octets it skipped (``accept_file(restart_octets=…)`` on the
+    receiving side, :meth:`Session.set_restart_octets` on the sending side).
+    """
+    return sfid.format is RecordFormat.VARIABLE and restart_unit(sfid) == 0
 
 
 def _can(own: SendReceive, peer: SendReceive) -> tuple[bool, bool]:
@@ -291,6 +313,7 @@ class Session:
         self._tx_records = 0
         self._tx_restart_octets = 0
         self._tx_restart_records = 0
+        self._tx_restart_unknown = False  # V restart: set_restart_octets() is still due
         # Listener file state
         self._rx_sfid: SFID | None = None
         self._rx_decoder: records.DataDecoder | None = None
@@ -532,6 +555,8 @@ class Session:
         """
         if self._tx_encoder is None or self._sm.state not in (State.OPO, State.OPOWFC):
             raise LocalProtocolError(f"cannot send DATA in state {self._sm.state.value}")
+        if self._tx_restart_unknown:
+            raise LocalProtocolError("V-format restart: call set_restart_octets() before sending DATA")
         self._tx_octets += len(chunk)
         if eor:
             self._tx_records += 1
@@ -543,6 +568,8 @@ class Session:
         """Speaker: send complete records (F/V) in one call; like ``send_data(r, eor=True)`` for each."""
         if self._tx_encoder is None or self._sm.state not in (State.OPO, State.OPOWFC):
             raise LocalProtocolError(f"cannot send DATA in state {self._sm.state.value}")
+        if self._tx_restart_unknown:
+            raise LocalProtocolError("V-format restart: call set_restart_octets() before sending DATA")
         enc, held = self._tx_encoder, self._tx_held
         for r in recs:
             held.extend(enc.write(r, end_of_record=True))
@@ -550,6 +577,22 @@ class Session:
         self._tx_records += len(recs)
         self._release_held()
         return self._take()
+
+    def set_restart_octets(self, octets: int) -> None:
+        """Speaker, after :class:`FileAccepted` of a V file with a restart: the data octets (length
+        prefixes excluded) of the ``restart`` records skipped, so that EFIDUCNT covers the whole file.
+        """
+        sfid = self._tx_sfid
+        if sfid is None or self._tx_encoder is None or not restarts_in_v_records(sfid):
+            raise LocalProtocolError("set_restart_octets() is for an accepted V-format file")
+        if self._tx_octets or self._tx_records:
+            raise LocalProtocolError("set_restart_octets() must come before the first DATA")
+        if not 0 <= octets <= self._tx_restart_records * 0xFFFF:
+            raise LocalProtocolError(
+                f"{octets} octets cannot be the data of {self._tx_restart_records} V records"
+            )
+        self._tx_restart_octets = octets
+        self._tx_restart_unknown = False
 
     def flush_data(self) -> bytes:
         """Speaker: send (or hold) the partly filled last DATA buffer."""
@@ -567,6 +610,8 @@ class Session:
         """
         if self._tx_sfid is None or self._tx_encoder is None:
             raise LocalProtocolError("no file is being sent")
+        if self._tx_restart_unknown and unit_count is None:
+            raise LocalProtocolError("V-format restart: call set_restart_octets() before end_file()")
         self._tx_held.extend(self._tx_encoder.flush())
         self._release_held()
         if self.data_blocked:
@@ -611,18 +656,34 @@ class Session:
 
     # ------------------------------------------------------------------------------------------------
     # Listener commands
-    def accept_file(self, restart: int = 0) -> bytes:
-        """Listener: SFPA; ``restart`` (records or 1 KiB blocks) must be ≤ the offered position."""
+    def accept_file(self, restart: int = 0, *, restart_octets: int | None = None) -> bytes:
+        """Listener: SFPA; ``restart`` (records or 1 KiB blocks) must be ≤ the offered position.
+
+        For an unsecured V file (:func:`restarts_in_v_records`) a restart needs ``restart_octets``:
+        the data octets (length prefixes excluded) of the ``restart`` records kept, which the EFID
+        unit count includes.  For other files it follows from the restart unit.
+        """
         sfid = self._rx_sfid
         if sfid is None or self._sm.state is not State.OPIWFA:
             raise LocalProtocolError(f"no file offer pending (state {self._sm.state.value})")
         if restart < 0 or restart > sfid.restart:
             raise LocalProtocolError(f"restart {restart} is beyond the offered position {sfid.restart}")
         unit = restart_unit(sfid)
-        if restart and not unit:
-            raise LocalProtocolError("restart of V-format files is not supported; accept from 0")
+        octets = restart * unit
+        if restarts_in_v_records(sfid):
+            if restart and restart_octets is None:
+                raise LocalProtocolError(
+                    "V-format restart needs restart_octets (the data of the records kept)"
+                )
+            octets = restart_octets or 0
+            if not 0 <= octets <= restart * 0xFFFF:
+                raise LocalProtocolError(f"{octets} octets cannot be the data of {restart} V records")
+        elif restart and not unit:
+            raise LocalProtocolError(f"{sfid.format.value} file without a record length: accept from 0")
+        elif restart_octets is not None and restart_octets != octets:
+            raise LocalProtocolError(f"restart {restart} means {octets} octets, not {restart_octets}")
         data = self._send(SFPA(restart))
-        self._rx_restart_octets = restart * unit
+        self._rx_restart_octets = octets
         self._rx_restart_records = (
             restart if sfid.format in (RecordFormat.FIXED, RecordFormat.VARIABLE) else 0
         )
@@ -1021,11 +1082,13 @@ class Session:
                 EsidReason.PROTOCOL_VIOLATION,
             )
         unit = restart_unit(sfid)
-        if cmd.accepted_restart and not unit:
+        if cmd.accepted_restart and not unit and not restarts_in_v_records(sfid):
             raise RemoteProtocolError(
-                "restart of a V-format file is not supported", EsidReason.PROTOCOL_VIOLATION
+                f"SFPA restart {cmd.accepted_restart} for a file without restart units",
+                EsidReason.PROTOCOL_VIOLATION,
             )
-        self._tx_restart_octets = cmd.accepted_restart * unit
+        self._tx_restart_octets = cmd.accepted_restart * unit  # V: set_restart_octets() gives it
+        self._tx_restart_unknown = bool(cmd.accepted_restart) and not unit
         self._tx_restart_records = (
             cmd.accepted_restart if sfid.format in (RecordFormat.FIXED, RecordFormat.VARIABLE) else 0
         )

@@ -38,6 +38,7 @@ from oftp2_provider.protocol.session import (
     SessionEnded,
     SessionStarted,
     TurnReceived,
+    restarts_in_v_records,
 )
 from oftp2_provider.protocol.state import State
 
@@ -578,6 +579,92 @@ def test_restart_units_and_counts() -> None:
     sev += w.c2s(w.c.end_file())
     ended = next(e for e in sev if isinstance(e, FileEnded))
     assert ended.efid.unit_count == len(data) and ended.counts_match
+
+
+V_RECORDS = [b"", b"a" * 70, b"b" * 65535, b"c", b"", b"d" * 300, b"e" * 64]
+
+
+def _v_offer(w: Wire, restart: int) -> None:
+    (offered,) = w.c2s(w.c.send_sfid(sfid(restart=restart, fmt=RecordFormat.VARIABLE)))
+    assert isinstance(offered, FileOffered) and restarts_in_v_records(offered.sfid)
+
+
+def _v_finish(w: Wire, records: list[bytes]) -> FileEnded:
+    sev = w.c2s(w.c.send_records(records))
+    while True:
+        try:
+            sev += w.c2s(w.c.end_file())
+            break
+        except LocalProtocolError:
+            w.s2c(w.s.data_to_send())
+            sev += w.c2s(w.c.data_to_send())
+    return next(e for e in sev if isinstance(e, FileEnded))
+
+
+def test_v_restart_counts_records_and_the_octets_the_embedders_give() -> None:
+    w = started()
+    _v_offer(w, restart=5)
+    kept = V_RECORDS[:3]
+    (acc,) = w.s2c(w.s.accept_file(3, restart_octets=sum(map(len, kept))))
+    # the session cannot turn 3 V records into octets: the embedder walks the file
+    assert isinstance(acc, FileAccepted) and acc.restart == 3 and acc.restart_offset == 0
+    with pytest.raises(LocalProtocolError, match="set_restart_octets"):
+        w.c.send_records(V_RECORDS[3:])
+    with pytest.raises(LocalProtocolError, match="set_restart_octets"):
+        w.c.end_file()
+    with pytest.raises(LocalProtocolError, match="cannot be the data"):
+        w.c.set_restart_octets(3 * 65535 + 1)
+    w.c.set_restart_octets(sum(map(len, kept)))
+    ended = _v_finish(w, V_RECORDS[3:])
+    assert ended.counts_match
+    assert ended.efid.record_count == len(V_RECORDS) == ended.records
+    assert ended.efid.unit_count == sum(map(len, V_RECORDS)) == ended.octets  # whole file, no prefixes
+    with pytest.raises(LocalProtocolError, match="accepted V-format file"):
+        w.c.set_restart_octets(0)
+
+
+def test_v_restart_with_wrong_octets_does_not_match() -> None:
+    w = started()
+    _v_offer(w, restart=3)
+    w.s2c(w.s.accept_file(3, restart_octets=sum(map(len, V_RECORDS[:3]))))
+    w.c.set_restart_octets(sum(map(len, V_RECORDS[:3])) - 1)
+    ended = _v_finish(w, V_RECORDS[3:])
+    assert not ended.counts_match
+
+
+def test_v_accept_needs_the_octets_of_the_records_kept() -> None:
+    w = started()
+    _v_offer(w, restart=5)
+    with pytest.raises(LocalProtocolError, match="restart_octets"):
+        w.s.accept_file(2)
+    with pytest.raises(LocalProtocolError, match="cannot be the data"):
+        w.s.accept_file(2, restart_octets=2 * 65535 + 1)
+    with pytest.raises(LocalProtocolError, match="beyond the offered"):
+        w.s.accept_file(6, restart_octets=0)
+    w.s2c(w.s.accept_file(0))  # from the start: nothing to tell
+    w.c.send_records([b"x"])  # and the sender needs no set_restart_octets()
+    with pytest.raises(LocalProtocolError, match="before the first DATA"):
+        w.c.set_restart_octets(0)  # too late: DATA went out
+
+
+def test_restart_octets_must_agree_with_the_unit() -> None:
+    w = started()
+    w.c2s(w.c.send_sfid(sfid(restart=10)))
+    with pytest.raises(LocalProtocolError, match="means 8192 octets"):
+        w.s.accept_file(8, restart_octets=8000)
+    (acc,) = w.s2c(w.s.accept_file(8, restart_octets=8192))
+    assert isinstance(acc, FileAccepted) and acc.restart_offset == 8192
+    with pytest.raises(LocalProtocolError, match="accepted V-format file"):
+        w.c.set_restart_octets(8192)
+
+
+def test_sfpa_restart_for_a_file_without_units_is_esid_02() -> None:
+    w = started()
+    w.c2s(w.c.send_sfid(sfid(restart=4, fmt=RecordFormat.FIXED, lrecl=0)))
+    w.s.events()
+    w.c.receive_data(framing.frame(codec.encode(SFPA(2), ProtocolLevel.V2_0)))
+    (ev,) = w.c.events()
+    assert isinstance(ev, SessionEnded) and ev.reason == EsidReason.PROTOCOL_VIOLATION
 
 
 def test_sfpa_beyond_offer_is_esid_02() -> None:
