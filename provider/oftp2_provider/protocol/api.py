@@ -390,9 +390,12 @@ class OutboundFile:
     envelope: int = 0
     signed_eerp: bool = False
     original_size: int | None = None
-    #: SFIDREST to offer (records for F, 1 KiB blocks otherwise).  ``None`` = when restart was
-    #: negotiated, offer the whole file so the receiver resumes from whatever it kept of *this*
-    #: file (it answers 0 if it has nothing); ``0`` = never restart.
+    #: SFIDREST to offer (records for unsecured F and V files, 1 KiB blocks otherwise).  ``None`` =
+    #: when restart was negotiated, offer the whole file so the receiver resumes from whatever it
+    #: kept of *this* file (it answers 0 if it has nothing); ``0`` = never restart.  A V ``path`` is
+    #: counted by walking its length prefixes (one read of the file before SFID); a V ``source`` is
+    #: not counted, so it offers only an explicit position (and is read from 0 up to the accepted
+    #: record on a restart).
     restart: int | None = None
 
     def __post_init__(self) -> None:
@@ -417,7 +420,8 @@ class SendResult:
 
     ``sha256`` covers the octets of the virtual file as transmitted (from offset 0, including the
     part a restart skipped, so it always identifies the whole file); ``restart_offset`` is the
-    octet position the transfer resumed from (0 for a full transfer).
+    octet position the transfer resumed from (0 for a full transfer; for a V file a position in
+    the stored form, length prefixes included, while ``octets_sent`` counts record data only).
     """
 
     sfid: SFID

@@ -7,7 +7,7 @@
   virtual file it belongs to.  Writes are batched to about 1 MiB and handed to a worker thread
   (write + hash) while the event loop keeps decoding; :meth:`PartialFile.commit` fsyncs, renames
   into place and fsyncs the directory.  A restart resumes only from whole units of the *same*
-  virtual file.
+  virtual file (for a V file: whole length-prefixed records, found by walking the prefixes).
 
 Only one :class:`PartialFile` at a time owns a partial path in this process: opening a new one
 fences the previous owner (an old session whose connection died unnoticed, still holding a
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .commands import SFID
+from .vrecords import scan_v_records
 
 __all__ = ["ChunkReader", "PartialFile", "PartialFileSuperseded", "hash_prefix", "partial_path"]
 
@@ -197,17 +198,20 @@ class PartialFile:
     def _identity(self) -> str:
         return "\t".join(self.sfid.key)
 
-    def _open(self, unit: int, want_restart: bool) -> int:
+    def _open(self, unit: int, want_restart: bool, v_records: bool) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         slot = self._slot = _take_over(self.path, self)  # a previous owner's writes stop here
         try:
-            restart = 0
-            if want_restart and unit and self.path.exists() and self.marker.exists():
+            restart = offset = 0
+            if want_restart and (unit or v_records) and self.path.exists() and self.marker.exists():
                 if self.marker.read_text("utf-8") == self._identity():
-                    restart = min(self.sfid.restart, self.path.stat().st_size // unit)
+                    if v_records:  # whole records up to the offer; a torn last record is dropped
+                        restart, offset, _ = scan_v_records(self.path, self.sfid.restart)
+                    else:
+                        restart = min(self.sfid.restart, self.path.stat().st_size // unit)
+                        offset = restart * unit
             f = open(self.path, "r+b" if restart else "wb", buffering=0)
             try:
-                offset = restart * unit
                 f.truncate(offset)
                 f.seek(offset)
                 self.marker.write_text(self._identity(), "utf-8")
@@ -225,9 +229,13 @@ class PartialFile:
         self.size = offset
         return restart
 
-    async def open(self, unit: int, want_restart: bool) -> int:
-        """Open for writing; returns the restart position (in ``unit``-octet units) that can be offered."""
-        return await asyncio.to_thread(self._open, unit, want_restart)
+    async def open(self, unit: int, want_restart: bool, *, v_records: bool = False) -> int:
+        """Open for writing; returns the restart position (in ``unit``-octet units) that can be offered.
+
+        With ``v_records`` (an unsecured V file, ``unit`` 0) the position counts the complete
+        length-prefixed records kept; :attr:`size` is then the octet offset they end at.
+        """
+        return await asyncio.to_thread(self._open, unit, want_restart, v_records)
 
     def _write(self, chunks: list[bytes | bytearray]) -> None:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one large write + hash (GIL released)

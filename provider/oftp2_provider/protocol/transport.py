@@ -68,8 +68,10 @@ from .session import (
     SessionStarted,
     TurnReceived,
     restart_unit,
+    restarts_in_v_records,
 )
 from .state import State
+from .vrecords import VRecordScan, VRecordWalker, scan_v_records
 
 __all__ = [
     "OFTPClient",
@@ -318,12 +320,22 @@ class _Driver:
             originator=item.originator,
             format=item.format,
             lrecl=item.lrecl,
+            security=item.security if v2 else SecurityLevel.NONE,
+            compression=item.file_compression if v2 else 0,
+            envelope=item.envelope if v2 else 0,
         )
-        unit = restart_unit(probe) if item.format is not RecordFormat.VARIABLE else 0
+        unit = restart_unit(probe)
         offer = 0
+        v_scan: VRecordScan | None = None  # V: where the offered records end (reused when all accepted)
         if neg.restart and unit:
             full = size // unit
             offer = full if item.restart is None else min(item.restart, full)
+        elif neg.restart and restarts_in_v_records(probe) and item.restart != 0:
+            if item.path is not None:  # the records the file has (up to an explicit offer)
+                v_scan = await asyncio.to_thread(scan_v_records, item.path, item.restart)
+                offer = v_scan.records
+            else:  # a source cannot be counted without reading it all: offer only what is asked
+                offer = item.restart or 0
         sfid = SFID(
             dsn=item.dsn,
             date=date,
@@ -362,10 +374,12 @@ class _Driver:
         if not isinstance(ev, FileAccepted):
             raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after SFID")
         offset = ev.restart_offset
-        hasher = hashlib.sha256()
+        hasher: Any = hashlib.sha256()
+        if ev.restart and restarts_in_v_records(sfid):
+            offset, hasher = await self._v_restart_point(item, ev.restart, v_scan)
+        elif offset and item.path is not None:
+            hasher = await asyncio.to_thread(hash_prefix, item.path, offset)
         if item.path is not None:
-            if offset:
-                hasher = await asyncio.to_thread(hash_prefix, item.path, offset)
             sent = await self._stream_path(item, item.path, offset, hasher)
         else:
             sent = await self._stream_source(item, offset, hasher)
@@ -403,6 +417,44 @@ class _Driver:
                 duration=duration,
             )
         raise SessionAborted(EsidReason.PROTOCOL_VIOLATION, f"unexpected {type(ev).__name__} after EFID")
+
+    async def _v_restart_point(
+        self, item: OutboundFile, count: int, known: VRecordScan | None
+    ) -> tuple[int, Any]:
+        """V restart: the octet offset where record ``count`` ends and a hasher over the octets before.
+
+        Walks the length prefixes from the start (a file in a worker thread, a source from offset
+        0) unless ``known`` already ends there; tells the session the data octets skipped.  A file
+        with fewer records than the partner accepted ends the session (ESID 99).
+        """
+        if known is not None and known.records == count and item.path is not None:
+            scan = known
+            hasher = await asyncio.to_thread(hash_prefix, item.path, scan.offset)
+        else:
+            hasher = hashlib.sha256()
+            if item.path is not None:
+                scan = await asyncio.to_thread(scan_v_records, item.path, count, hasher=hasher)
+            else:
+                assert item.source is not None
+                walker = VRecordWalker(count, hasher)
+                chunks = item.source(0)
+                try:
+                    async for chunk in chunks:
+                        if await asyncio.to_thread(walker.feed, chunk):
+                            break
+                finally:
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                scan = walker.result
+        if scan.records < count:
+            text = f"{item.dsn}: restart at record {count}, but the V content has only {scan.records}"
+            log.error("%s: %s", self.ctx.connection_id, text)
+            self.write(self.session.end_session(EsidReason.UNSPECIFIED, text))
+            await self.flush()
+            raise SessionAborted(EsidReason.UNSPECIFIED, text)
+        self.session.set_restart_octets(scan.data_octets)
+        return scan.offset, hasher
 
     def _check_alive(self) -> None:
         """Stop streaming into a connection that is gone (writes to it would be dropped silently)."""
@@ -610,16 +662,17 @@ class _Driver:
             return
         target = decision.target
         unit = restart_unit(sfid)
+        v_records = restarts_in_v_records(sfid)
         sink = PartialFile(target, sfid)
-        want_restart = bool(decision.restart and neg.restart and sfid.restart and unit)
+        want_restart = bool(decision.restart and neg.restart and sfid.restart and (unit or v_records))
         try:
-            restart = await sink.open(unit, want_restart)
+            restart = await sink.open(unit, want_restart, v_records=v_records)
         except OSError as exc:
             log.error("%s: cannot store %s in %s: %s", self.ctx.connection_id, sfid.dsn, sink.path, exc)
             self.write(s.refuse_file(12, True, f"cannot store the file: {exc.strerror}"))
             return
-        offset = restart * unit
-        self.write(s.accept_file(restart))
+        offset = sink.size  # where the kept units end (V: each record kept has a 2-octet prefix)
+        self.write(s.accept_file(restart, restart_octets=offset - 2 * restart if v_records else None))
         try:
             while True:
                 # take what is already decoded without a trip through the event loop; read when empty
