@@ -325,17 +325,19 @@ class _Driver:
             envelope=item.envelope if v2 else 0,
         )
         unit = restart_unit(probe)
+        most = 99_999_999_999_999_999 if v2 else 999_999_999  # SFIDREST: 17 digits at level 5, else 9
         offer = 0
         v_scan: VRecordScan | None = None  # V: where the offered records end (reused when all accepted)
         if neg.restart and unit:
-            full = size // unit
+            full = min(size // unit, most)
             offer = full if item.restart is None else min(item.restart, full)
         elif neg.restart and restarts_in_v_records(probe) and item.restart != 0:
+            limit = most if item.restart is None else min(item.restart, most)
             if item.path is not None:  # the records the file has (up to an explicit offer)
-                v_scan = await asyncio.to_thread(scan_v_records, item.path, item.restart)
+                v_scan = await asyncio.to_thread(scan_v_records, item.path, limit)
                 offer = v_scan.records
-            else:  # a source cannot be counted without reading it all: offer only what is asked
-                offer = item.restart or 0
+            elif item.restart is not None:  # a source is not counted (it would be read whole)
+                offer = limit
         sfid = SFID(
             dsn=item.dsn,
             date=date,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from oftp2_provider.protocol.api import OutboundFile, SendResult
-from oftp2_provider.protocol.commands import SFID, RecordFormat
+from oftp2_provider.protocol.commands import SFID, ProtocolLevel, RecordFormat
 from oftp2_provider.protocol.errors import EsidReason
 from oftp2_provider.protocol.files import PartialFile
 from oftp2_provider.protocol.session import Session
@@ -217,6 +217,17 @@ async def test_v_explicit_restart_beyond_the_file_offers_its_records(
     assert result.ok and result.octets_sent == 0
     assert result.restart_offset == len(stored(records))
     assert (responder.inbox / "ALL.V").read_bytes() == stored(records)
+
+
+async def test_v_restart_below_level_5(responder: Responder, tmp_path: Path, accepted: list[int]) -> None:
+    records = v_records(700, seed=14)
+    item = outbound(v_file(tmp_path, records), "OLD.V")  # level 4 keeps CCYYMMDD/HHMMSScccc
+    plant_partial(responder, item, stored(records[:444]))
+    async with OFTPClient(client_config(level=ProtocolLevel.V1_4), "127.0.0.1", responder.port) as client:
+        assert client.negotiated is not None and client.negotiated.level == ProtocolLevel.V1_4
+        result = await client.send_file(item)
+    assert accepted == [444] and result.ok and result.restart_offset == len(stored(records[:444]))
+    assert (responder.inbox / "OLD.V").read_bytes() == stored(records)
 
 
 async def test_v_restart_zero_never_restarts(
