@@ -547,7 +547,7 @@ class Session:
             out.append(header(len(buf)))  # STH and buffer are joined once in _take()
             out.append(buf)
 
-    def send_data(self, chunk: bytes, eor: bool = False) -> bytes:
+    def send_data(self, chunk: bytes | bytearray | memoryview, eor: bool = False) -> bytes:
         """Speaker: encode file octets into DATA buffers; returns what the credit allows to send now.
 
         Buffers beyond the credit are held and released by the next CDT (see :attr:`data_blocked`).

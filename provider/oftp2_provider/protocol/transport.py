@@ -479,7 +479,7 @@ class _Driver:
         while self.session.data_blocked:
             await self._wait_credit()
 
-    async def _push(self, data: bytes, eor: bool, hasher: Any | None) -> None:
+    async def _push(self, data: bytes | memoryview, eor: bool, hasher: Any | None) -> None:
         """Encode ``data``; what the credit allows goes out now, the rest waits for CDT.
 
         At most one credit window (and at most about 2 MiB) stays encoded ahead, so encoding the
@@ -551,6 +551,8 @@ class _Driver:
         return sent
 
     def _chunk_size(self) -> int:
+        """Octets handed to the encoder at a time: about one credit window (at most ``io_chunk``),
+        so encoding the next window overlaps with the partner decoding this one."""
         neg = self.session.negotiated
         assert neg is not None
         window = neg.credit * (neg.sdeb - 1)
@@ -559,7 +561,10 @@ class _Driver:
     async def _stream_path(self, item: OutboundFile, path: Path, offset: int, hasher: Any) -> int:
         """Send the file from ``offset``; the reader hashes in its worker thread (so ``_push`` does not)."""
         sent = 0
-        reader = ChunkReader(path, offset, self._chunk_size(), hasher)
+        piece = self._chunk_size()
+        # disk reads (and their hashing) in io_chunk pieces — fewer thread hand-offs — while the
+        # encoder gets window-sized slices of them
+        reader = ChunkReader(path, offset, max(piece, self.config.io_chunk), hasher)
         try:
             if item.format in (RecordFormat.FIXED, RecordFormat.VARIABLE):
 
@@ -573,7 +578,13 @@ class _Driver:
                 while True:
                     nxt = await reader.read() if block else b""
                     last = not nxt
-                    await self._push(block, last, None)
+                    if len(block) <= piece:
+                        await self._push(block, last, None)
+                    else:
+                        with memoryview(block) as view:
+                            for at in range(0, len(block), piece):
+                                end = at + piece
+                                await self._push(view[at:end], last and end >= len(block), None)
                     sent += len(block)
                     if last:
                         break
