@@ -238,19 +238,22 @@ class PartialFile:
         return await asyncio.to_thread(self._open, unit, want_restart, v_records)
 
     def _write(self, chunks: list[bytes | bytearray]) -> None:
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one large write + hash (GIL released)
+        # Each piece is written and hashed as it is: joining them first would allocate a fresh
+        # buffer of the batch size in this worker thread every time, which glibc hands back to the
+        # kernel between batches (page faults and zeroing cost more than the write itself).
         assert self._slot is not None
         with self._slot.lock:
             if not self._fence() or self._f is None:
                 return
             try:
-                view = memoryview(data)
-                while view:  # unbuffered: nothing is left behind to be written later
-                    n = self._f.write(view)
-                    if not n:
-                        raise OSError(errno.EIO, "short write", str(self.path))
-                    view = view[n:]
-                self.hasher.update(data)
+                for data in chunks:
+                    view = memoryview(data)
+                    while view:  # unbuffered: nothing is left behind to be written later
+                        n = self._f.write(view)
+                        if not n:
+                            raise OSError(errno.EIO, "short write", str(self.path))
+                        view = view[n:]
+                    self.hasher.update(data)
             except OSError as exc:
                 self.error = exc
 
