@@ -314,6 +314,7 @@ class Session:
         self._tx_restart_octets = 0
         self._tx_restart_records = 0
         self._tx_restart_unknown = False  # V restart: set_restart_octets() is still due
+        self._tx_sth: tuple[int, bytes] = (0, b"")
         # Listener file state
         self._rx_sfid: SFID | None = None
         self._rx_decoder: records.DataDecoder | None = None
@@ -540,12 +541,17 @@ class Session:
     def _release_held(self) -> None:
         held = self._tx_held
         n = self._sm.send_data_buffers(len(held)) if held else 0
+        if not n:
+            return
         out = self._out
-        header = framing.header
+        size, sth = self._tx_sth  # the STH of the last length seen: almost every buffer is full
         for _ in range(n):
             buf = held.popleft()
-            out.append(header(len(buf)))  # STH and buffer are joined once in _take()
+            if len(buf) != size:
+                size, sth = len(buf), framing.header(len(buf))
+            out.append(sth)  # STH and buffer are joined once in _take()
             out.append(buf)
+        self._tx_sth = size, sth
 
     def send_data(self, chunk: bytes | bytearray | memoryview, eor: bool = False) -> bytes:
         """Speaker: encode file octets into DATA buffers; returns what the credit allows to send now.
