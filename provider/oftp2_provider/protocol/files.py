@@ -175,6 +175,7 @@ class PartialFile:
         self._f: io.FileIO | None = None
         self._batch: list[bytes | bytearray] = []
         self._batched = 0
+        self._joined: bytearray | None = None  # reused for batches of several pieces
         self._pending: asyncio.Future[None] | None = None
         self._slot: _Slot | None = None
 
@@ -237,25 +238,38 @@ class PartialFile:
         """
         return await asyncio.to_thread(self._open, unit, want_restart, v_records)
 
-    def _write(self, chunks: list[bytes | bytearray]) -> None:
-        # Each piece is written and hashed as it is: joining them first would allocate a fresh
-        # buffer of the batch size in this worker thread every time, which glibc hands back to the
-        # kernel between batches (page faults and zeroing cost more than the write itself).
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._slot is not None
         with self._slot.lock:
             if not self._fence() or self._f is None:
                 return
             try:
-                for data in chunks:
-                    view = memoryview(data)
-                    while view:  # unbuffered: nothing is left behind to be written later
-                        n = self._f.write(view)
-                        if not n:
-                            raise OSError(errno.EIO, "short write", str(self.path))
-                        view = view[n:]
-                    self.hasher.update(data)
+                view = memoryview(data)
+                while view:  # unbuffered: nothing is left behind to be written later
+                    n = self._f.write(view)
+                    if not n:
+                        raise OSError(errno.EIO, "short write", str(self.path))
+                    view = view[n:]
+                self.hasher.update(data)
             except OSError as exc:
                 self.error = exc
+
+    def _join(self, batch: list[bytes | bytearray], total: int) -> bytes | bytearray | memoryview:
+        """One piece for the worker: one write and one hash call (each GIL hand-off between the
+        worker and the event loop costs a futex round trip).  Several pieces are copied into a
+        buffer reused from batch to batch — a fresh batch-sized allocation every time costs page
+        faults and zeroing — which is free again because the previous batch has been written."""
+        if len(batch) == 1:
+            return batch[0]
+        joined = self._joined
+        if joined is None or len(joined) < total:
+            joined = self._joined = bytearray(max(total, _BATCH))
+        pos = 0
+        for piece in batch:
+            end = pos + len(piece)
+            joined[pos:end] = piece
+            pos = end
+        return memoryview(joined)[:total]
 
     async def write(self, data: bytes | bytearray) -> None:
         """Append ``data`` (batched; the disk write and hashing run in a worker thread)."""
@@ -279,8 +293,9 @@ class PartialFile:
             await self._pending
             self._pending = None
         if self._batch:
-            batch, self._batch, self._batched = self._batch, [], 0
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+            data = self._join(self._batch, self._batched)
+            self._batch, self._batched = [], 0
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
 
     async def flush(self) -> None:
         """Wait until everything written so far is in the file (or refused: see :attr:`error`)."""
