@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._compat import timeout as _timeout
 from .api import (
     CmsAuthenticator,
     OutboundFile,
@@ -485,7 +486,7 @@ async def _send_session(
             if client.session.closed:
                 break
         if args.wait_eerp is not None:
-            async with asyncio.timeout(args.wait_eerp):
+            async with _timeout(args.wait_eerp):
                 outcome = await client.close()
         else:
             outcome = await client.close()

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._compat import timeout as _timeout
 from .api import (
     AcceptDecision,
     ConnectionRequest,
@@ -251,7 +252,8 @@ class _Driver:
                 continue
             self.write(self.session.data_to_send())
             try:
-                data = await asyncio.wait_for(self.reader.read(_READ_SIZE), timeout)
+                async with _timeout(timeout):  # no extra task per read, unlike wait_for()
+                    data = await self.reader.read(_READ_SIZE)
             except asyncio.TimeoutError:
                 log.warning("%s: no data from the partner for %.1f s", self.ctx.connection_id, timeout)
                 self.write(self.session.end_session(EsidReason.TIME_OUT, f"no data for {timeout:g} s"))
@@ -294,7 +296,7 @@ class _Driver:
         if self._eof:
             return
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(timeout):
+            async with _timeout(timeout):
                 while await self.reader.read(_READ_SIZE):
                     pass
 
@@ -1080,7 +1082,7 @@ class OFTPServer:
 
     async def wait_sessions(self, count: int, timeout: float | None = None) -> None:
         """Wait until ``count`` sessions have completed in total."""
-        async with asyncio.timeout(timeout):
+        async with _timeout(timeout):
             while self.sessions_completed < count:
                 self._done.clear()
                 await self._done.wait()
