@@ -171,6 +171,36 @@ def data_records(data: bytes) -> None:
                 raise Finding("DataDecoder and decode_subrecords disagree on the octets")
             if recs != sum(1 for _, eor in parts if eor) or dec.unit_count != len(expected or b""):
                 raise Finding("DataDecoder counts disagree with the subrecords")
+            _feed_run_agrees(fmt, v_prefix, data, out, recs)
+
+
+def _feed_run_agrees(fmt: RecordFormat, v_prefix: bool, payload: bytes, out: bytes, recs: int) -> None:
+    """The run decoder (several STBs in one call) must give what ``feed`` gave, buffer after buffer."""
+    if len(payload) + 5 > framing.MAX_STB:
+        return
+    stb = framing.frame(b"D" + payload)
+    run = records.DataDecoder(fmt, v_prefix=v_prefix)
+    got, got_recs, done, error = run.feed_run(stb * 2, [len(stb), 2 * len(stb)])
+    second = records.DataDecoder(fmt, v_prefix=v_prefix)
+    first_out, first_recs = second.feed(payload)
+    try:
+        again, again_recs = second.feed(payload)
+    except DecodeError:
+        if error is None or done != 1:
+            raise Finding("feed_run accepted a second buffer that feed refused") from None
+        return
+    if error is not None or done != 2:
+        raise Finding("feed_run refused buffers that feed accepted")
+    if bytes(got) != first_out + again or got_recs != first_recs + again_recs:
+        raise Finding("feed_run and feed disagree")
+    if (run.unit_count, run.record_count, run.in_record) != (
+        second.unit_count,
+        second.record_count,
+        second.in_record,
+    ):
+        raise Finding("feed_run and feed disagree on the counters")
+    if first_out != out or first_recs != recs:
+        raise Finding("DataDecoder.feed is not deterministic")
 
 
 # ---------------------------------------------------------------------------------------------------
