@@ -239,7 +239,15 @@ class Negotiated:
 
 @dataclass(slots=True)
 class SessionContext:
-    """What a handler callback knows about the session it is called for (mutable ``data`` bag)."""
+    """What a handler callback knows about the session it is called for (mutable ``data`` bag).
+
+    ``peer_certificate`` is the DER encoding of the certificate the peer presented in the TLS
+    handshake (the Initiator's client certificate on the Responder side, the server certificate on
+    the Initiator side); ``None`` on plain TCP, on streams handed to
+    :meth:`~oftp2_provider.protocol.transport.OFTPServer.handle_connection` without a TLS object,
+    and when the peer sent no certificate.  It is set before the handler factory is called, so a
+    Responder can tie the SSID code to the certificate in ``accept_connection``.
+    """
 
     connection_id: str
     role: Role
@@ -247,6 +255,7 @@ class SessionContext:
     negotiated: Negotiated | None = None
     tls: bool = False
     data: dict[str, object] = field(default_factory=dict)
+    peer_certificate: bytes | None = field(default=None, repr=False)
 
     @property
     def partner_code(self) -> str:

@@ -163,6 +163,15 @@ def _enforce_tls12(ctx: _ssl.SSLContext | None) -> None:
         ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
 
 
+def _peer_certificate(writer: asyncio.StreamWriter) -> bytes | None:
+    """DER of the certificate the peer presented in the TLS handshake (None: plain TCP or none sent)."""
+    tls = writer.get_extra_info("ssl_object")
+    if not isinstance(tls, (_ssl.SSLObject, _ssl.SSLSocket)):
+        return None
+    der: bytes | None = tls.getpeercert(binary_form=True)
+    return der
+
+
 # ---------------------------------------------------------------------------------------------------
 # helpers
 
@@ -860,6 +869,7 @@ class OFTPClient:
             raise SessionAborted(
                 EsidReason.TIME_OUT, f"connect to {self.host}:{self.port} timed out"
             ) from None
+        self.ctx.peer_certificate = _peer_certificate(writer)
         self._driver = _Driver(self.session, reader, writer, self.config, self.ctx)
         try:
             ev = await self._driver.next_event(t.connect)
@@ -1183,7 +1193,9 @@ class OFTPServer:
         peer = writer.get_extra_info("peername")
         peer_addr = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         session = Session(Role.RESPONDER, self.config, name=f"server-{next(_ids)}")
-        ctx = SessionContext(session.name, Role.RESPONDER, peer_addr, tls=tls)
+        ctx = SessionContext(
+            session.name, Role.RESPONDER, peer_addr, tls=tls, peer_certificate=_peer_certificate(writer)
+        )
         driver = _Driver(session, reader, writer, self.config, ctx)
         handler = self.handler_factory(ctx)
         t = self.config.timeouts
