@@ -2,7 +2,10 @@
 
 The default policy is the partner table: an unknown SSIDCODE is refused with ESID 03, a wrong
 password with ESID 04, and a protocol level the partner may not use with ESID 10.  Per-address and
-total session limits answer ESID 08.
+total session limits answer ESID 08.  A partner with a pinned TLS client certificate
+(``tls_client_certificate`` / ``tls_client_fingerprint``) that connects over plain TCP, without a
+client certificate or with another one is refused with ESID 99 before its password is looked at
+(so the answer tells nothing about the password).
 
 An optional user hook (``accept_hook = "python:module.func"``) then sees the request together with
 the default verdict, in the style of commercial OFTP components' *accept connection* event: it may
@@ -13,6 +16,8 @@ either mutates the :class:`AcceptConnection` it receives or returns an
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,7 +42,8 @@ class AcceptConnection:
 
     Read: ``connection_id``, ``client_sid_code``, ``client_password``, ``client_version``,
     ``peer_address``, ``tls``, ``partner_name`` (the matching partner, if any), ``request`` (the
-    engine's full :class:`~oftp2_provider.protocol.api.ConnectionRequest`).
+    engine's full :class:`~oftp2_provider.protocol.api.ConnectionRequest`), ``peer_certificate``
+    (DER of the TLS client certificate, ``None`` without one) and ``peer_certificate_sha256``.
     Write: ``accept``, ``server_version``, ``error_code``, ``error_description``.
     """
 
@@ -53,6 +59,8 @@ class AcceptConnection:
     error_code: int
     error_description: str
     request: ConnectionRequest
+    peer_certificate: bytes | None = field(default=None, repr=False)
+    peer_certificate_sha256: str | None = None
 
     def reject(self, code: int, description: str = "") -> None:
         """Refuse the session with ESID ``code``."""
@@ -87,7 +95,11 @@ def _answer_level(client_level: int, proposed: int, allowed: list[int]) -> int |
 
 
 class AcceptPolicy:
-    """Partner-table policy plus the optional user hook; see the module docstring."""
+    """Partner-table policy plus the optional user hook; see the module docstring.
+
+    Pinned TLS client certificates are read here, once, so an unreadable file fails the gateway's
+    start rather than a partner's session.
+    """
 
     def __init__(self, config: GatewayConfig, hook: AcceptHook | None = None) -> None:
         self.config = config
@@ -96,11 +108,51 @@ class AcceptPolicy:
             if hook is not None
             else (load_accept_hook(config.accept_hook) if config.accept_hook else None)
         )
+        #: Pinned SHA-256 of the TLS client certificate, by partner Odette ID.
+        self.pins: dict[str, str] = {}
+        for partner in config.partners.values():
+            pin = partner.tls_client_pin()
+            if pin is not None:
+                self.pins[partner.odette_id] = pin
 
-    def default(self, request: ConnectionRequest) -> AcceptConnection:
-        """Apply the partner table; returns the (mutable) verdict."""
+    def _pin_refusal(self, name: str, partner: PartnerConfig, verdict: AcceptConnection) -> str | None:
+        """Why the session breaks the partner's TLS client-certificate pin (None: it does not)."""
+        expected = self.pins.get(partner.odette_id)
+        if expected is None:
+            if partner.tls_pinned:  # a pinned partner the policy was not built for: fail closed
+                return "TLS client certificate pin not loaded"
+            return None
+        presented = verdict.peer_certificate_sha256
+        if presented is not None and hmac.compare_digest(presented, expected):
+            return None
+        if not verdict.tls:
+            problem, text = "connected over plain TCP", "TLS with a registered client certificate required"
+        elif presented is None:
+            problem, text = "presented no TLS client certificate", "TLS client certificate required"
+        else:
+            problem = f"presented TLS client certificate sha256 {presented}"
+            text = "TLS client certificate not registered for this Odette ID"
+        log.warning(
+            "connection %s: partner %s (%s) is pinned to TLS client certificate sha256 %s but %s",
+            verdict.connection_id,
+            name,
+            partner.odette_id,
+            expected,
+            problem,
+        )
+        return text
+
+    def default(
+        self, request: ConnectionRequest, *, peer_certificate: bytes | None = None
+    ) -> AcceptConnection:
+        """Apply the partner table; returns the (mutable) verdict.
+
+        ``peer_certificate`` is the DER of the TLS client certificate of the session
+        (:attr:`~oftp2_provider.protocol.api.SessionContext.peer_certificate`).
+        """
         found = self.config.partner_by_id(request.client_code)
         name, partner = found if found else (None, None)
+        presented = hashlib.sha256(peer_certificate).hexdigest() if peer_certificate else None
         verdict = AcceptConnection(
             connection_id=request.connection_id,
             client_sid_code=request.client_code.rstrip(),
@@ -114,9 +166,15 @@ class AcceptPolicy:
             error_code=0,
             error_description="",
             request=request,
+            peer_certificate=peer_certificate,
+            peer_certificate_sha256=presented,
         )
-        if partner is None:
+        if partner is None or name is None:
             verdict.reject(EsidReason.USER_CODE_NOT_KNOWN, "user code not known")
+            return verdict
+        pin_refusal = self._pin_refusal(name, partner, verdict)
+        if pin_refusal is not None:
+            verdict.reject(EsidReason.UNSPECIFIED, pin_refusal)
             return verdict
         if not passwords_match(partner.password.get_secret_value(), request.password):
             verdict.reject(EsidReason.INVALID_PASSWORD, "invalid password")
@@ -142,9 +200,11 @@ class AcceptPolicy:
         verdict.server_version = level
         return verdict
 
-    async def decide(self, request: ConnectionRequest) -> tuple[AcceptConnection, PartnerConfig | None]:
+    async def decide(
+        self, request: ConnectionRequest, *, peer_certificate: bytes | None = None
+    ) -> tuple[AcceptConnection, PartnerConfig | None]:
         """Default policy, then the hook; returns the final verdict and the partner (if known)."""
-        verdict = self.default(request)
+        verdict = self.default(request, peer_certificate=peer_certificate)
         if self.hook is not None:
             try:
                 result: Any = self.hook(verdict)

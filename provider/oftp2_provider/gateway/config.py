@@ -10,12 +10,14 @@ The Markdown reference in ``docs/gateway.md`` is generated from these models (se
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,6 +30,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from oftp2_provider.protocol.certs import load_certificates
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,6 +137,42 @@ def _python_ref(value: str) -> str:
 
 PythonRef = Annotated[str, AfterValidator(_python_ref)]
 """A reference to a Python object: ``python:package.module.Name``."""
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OPENSSL_FINGERPRINT = re.compile(r"^sha-?256\s+fingerprint\s*=", re.IGNORECASE)
+
+
+def _sha256_fingerprint(value: str) -> str:
+    text = _OPENSSL_FINGERPRINT.sub("", value.strip())  # `openssl x509 -fingerprint -sha256` output
+    text = re.sub(r"[\s:]", "", text).lower()
+    if not _HEX64.fullmatch(text):
+        raise ValueError(
+            "a SHA-256 fingerprint is 64 hex digits, colons allowed "
+            f"(`openssl x509 -noout -fingerprint -sha256 -in partner.crt`), got {len(text)} characters"
+            + ("" if re.fullmatch(r"[0-9a-f]*", text) else " with non-hex ones")
+        )
+    return text
+
+
+Sha256Fingerprint = Annotated[str, AfterValidator(_sha256_fingerprint)]
+"""A SHA-256 certificate fingerprint, normalised to 64 lower-case hex digits."""
+
+
+def certificate_sha256(path: Path) -> str:
+    """SHA-256 (lower-case hex) of the DER of the one certificate in a PEM or DER file.
+
+    ``ValueError`` names the file when it cannot be read, holds no certificate, or holds more
+    than one (a pin is one certificate).
+    """
+    try:
+        certs = load_certificates(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ValueError(f"{path}: not a PEM or DER X.509 certificate") from None
+    if len(certs) != 1:
+        raise ValueError(f"{path} holds {len(certs)} certificates; pin exactly one")
+    return hashlib.sha256(certs[0].public_bytes(Encoding.DER)).hexdigest()
 
 
 class _Model(BaseModel):
@@ -395,6 +435,16 @@ class PartnerConfig(_Model):
         ge=0,
         description="Largest inbound file in octets (SFNA 06 beyond it); none = unlimited.",
     )
+    tls_client_certificate: ExistingFile | None = Field(
+        default=None,
+        description="Pin: the partner must log in over TLS with exactly this client certificate "
+        "(PEM or DER file, compared by the SHA-256 of its DER); other sessions get ESID 99.",
+    )
+    tls_client_fingerprint: Sha256Fingerprint | None = Field(
+        default=None,
+        description="Pin by SHA-256 fingerprint (hex, colons allowed) instead of a file; "
+        "at most one of the two.",
+    )
 
     @field_validator("originators")
     @classmethod
@@ -405,6 +455,34 @@ class PartnerConfig(_Model):
         """True when files from ``originator`` (SFIDORIG) may arrive through this partner."""
         wanted = originator.rstrip().upper()
         return wanted == self.odette_id or "*" in self.originators or wanted in self.originators
+
+    @property
+    def tls_pinned(self) -> bool:
+        """True when the partner must present a pinned TLS client certificate."""
+        return self.tls_client_certificate is not None or self.tls_client_fingerprint is not None
+
+    def tls_client_pin(self) -> str | None:
+        """The pinned SHA-256 (64 lower-case hex digits; the certificate file is read), or ``None``.
+
+        ``ValueError`` names the file when ``tls_client_certificate`` cannot be read or is not one
+        certificate.
+        """
+        if self.tls_client_certificate is not None:
+            return certificate_sha256(self.tls_client_certificate)
+        return self.tls_client_fingerprint
+
+    @field_validator("tls_client_certificate")
+    @classmethod
+    def _readable_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and (info.context or {}).get("check_files", True):
+            certificate_sha256(value)  # unreadable, not a certificate, or several: fail the load
+        return value
+
+    @model_validator(mode="after")
+    def _one_pin(self) -> PartnerConfig:
+        if self.tls_client_certificate is not None and self.tls_client_fingerprint is not None:
+            raise ValueError("set tls_client_certificate or tls_client_fingerprint, not both")
+        return self
 
     @model_validator(mode="after")
     def _needs(self) -> PartnerConfig:
@@ -583,6 +661,17 @@ class GatewayConfig(_Model):
         for index, listener in enumerate(self.listeners):
             if isinstance(listener, TlsListener) and listener.cert is None and self.identity.tls is None:
                 raise ValueError(f"listeners.{index}: a tls listener needs cert or identity.tls")
+        asks_for_certificates = any(
+            isinstance(listener, TlsListener) and (listener.client_ca or self.identity.ca_certs)
+            for listener in self.listeners
+        )
+        for name, partner in self.partners.items():
+            if partner.tls_pinned and not asks_for_certificates:
+                key = "tls_client_certificate" if partner.tls_client_certificate else "tls_client_fingerprint"
+                raise ValueError(
+                    f"partners.{name}.{key}: no tls listener asks for client certificates "
+                    "(give one client_ca, or set identity.ca_certs)"
+                )
         return self
 
     # Convenience lookups -----------------------------------------------------------------------

@@ -247,7 +247,7 @@ class Gateway:
 
         server = OFTPServer(
             self.session_config(),
-            lambda ctx: LedgerSessionHandler(self.ctx, relayed=True),
+            lambda ctx: LedgerSessionHandler(self.ctx, relayed=True, session_context=ctx),
             max_sessions=self.config.limits.max_sessions,
         )
         await server.start("127.0.0.1", 0)
@@ -263,7 +263,7 @@ class Gateway:
         log.info("listening on relay %s/%s (loopback port %d)", cfg.namespace, cfg.path, server.port)
 
     def _handler_factory(self, session_ctx: SessionContext) -> LedgerSessionHandler:
-        return LedgerSessionHandler(self.ctx)
+        return LedgerSessionHandler(self.ctx, session_context=session_ctx)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -143,15 +143,22 @@ class LedgerSessionHandler:
     """The gateway's session handler; see the module docstring.
 
     ``partner_name`` is known up front when we call a partner (initiator); as responder it is
-    set by :meth:`accept_connection`.
+    set by :meth:`accept_connection`.  ``session_context`` is the engine's context of the session the
+    handler serves (as responder: where the TLS client certificate is read from).
     """
 
     def __init__(
-        self, ctx: GatewayContext, *, partner_name: str | None = None, relayed: bool = False
+        self,
+        ctx: GatewayContext,
+        *,
+        partner_name: str | None = None,
+        relayed: bool = False,
+        session_context: SessionContext | None = None,
     ) -> None:
         self.ctx = ctx
         #: Session arrived through Azure Relay (its peer address is the loopback forwarder).
         self.relayed = relayed
+        self.session_context = session_context
         self.session_id = uuid.uuid4().hex[:16]
         self.partner_name = partner_name
         self.partner: PartnerConfig | None = ctx.config.partners[partner_name] if partner_name else None
@@ -210,7 +217,8 @@ class LedgerSessionHandler:
     async def accept_connection(self, request: ConnectionRequest) -> AcceptDecision:
         """Partner table, limits, then the user hook (responder only)."""
         limits = self.ctx.config.limits
-        verdict, partner = await self.ctx.policy.decide(request)
+        peer_certificate = self.session_context.peer_certificate if self.session_context is not None else None
+        verdict, partner = await self.ctx.policy.decide(request, peer_certificate=peer_certificate)
         ip = request.peer_address[0] if request.peer_address and not self.relayed else None
         if verdict.accept and self.ctx.stopping:
             verdict.reject(5, "gateway is shutting down")
@@ -234,6 +242,8 @@ class LedgerSessionHandler:
                     "peer": ip,
                     "reason": verdict.error_code,
                     "text": verdict.error_description,
+                    "tls": request.tls,
+                    "tls_client_sha256": verdict.peer_certificate_sha256,
                 },
                 session_id=self.session_id,
                 partner=verdict.partner_name,
