@@ -117,8 +117,11 @@ ESID: Prose = {
     ),
     "UNSPECIFIED": (
         "Unspecified abort.",
-        "Anything not covered by another code.",
-        "Read the ESID reason text (OFTP 2.0 carries one) and the peer's logs.",
+        "Anything not covered by another code. This project's gateway also answers 99 at SSID when a "
+        "partner with a pinned TLS client certificate connects over plain TCP, without a client "
+        "certificate or with another one (the text names which).",
+        "Read the ESID reason text (OFTP 2.0 carries one) and the peer's logs; for a `TLS client "
+        "certificate` text, connect over TLS with the certificate registered with the partner.",
     ),
 }
 
