@@ -22,6 +22,7 @@ import pytest
 from oftp2_provider.gateway.daemon import Gateway
 from oftp2_provider.pki import PKIBundle
 from oftp2_provider.protocol import auth, codec, framing
+from oftp2_provider.protocol._compat import timeout as _timeout
 from oftp2_provider.protocol.api import CmsAuthenticator, OutboundFile, PartnerConfig
 from oftp2_provider.protocol.commands import (
     AUCH,
@@ -332,7 +333,7 @@ async def test_ssid_flood(responder_factory: Callable[..., object], tmp_path: Pa
 
 
 async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
+    async with _timeout(timeout):
         while not check():  # noqa: ASYNC110 - polls the server's counters
             await asyncio.sleep(0.02)
 

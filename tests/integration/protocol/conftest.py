@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oftp2_provider.protocol import codec, framing
+from oftp2_provider.protocol._compat import timeout as _timeout
 from oftp2_provider.protocol.api import (
     OutboundItem,
     PartnerConfig,
@@ -140,7 +141,7 @@ class RawPeer:
 
     async def recv(self, timeout: float = 5.0) -> Command | None:
         """The next command, or None when the peer closed the connection."""
-        async with asyncio.timeout(timeout):
+        async with _timeout(timeout):
             while True:
                 buf = self.decoder.next_buffer()
                 if buf is not None:

@@ -29,7 +29,7 @@ async def _process(*args: str, expect: bytes) -> AsyncIterator[asyncio.subproces
     finally:
         if proc.returncode is None:
             proc.terminate()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), 10)
             if proc.returncode is None:
                 proc.kill()

@@ -98,7 +98,7 @@ def run_node() -> NodeRunner:
                 if line.strip() != b"READY":
                     err = b""
                     if proc.stderr is not None:
-                        with contextlib.suppress(TimeoutError):
+                        with contextlib.suppress(asyncio.TimeoutError):
                             err = await asyncio.wait_for(proc.stderr.read(), 2)
                     raise AssertionError(
                         f"{script} did not get ready: {line!r} {err.decode(errors='replace')}"
@@ -107,7 +107,7 @@ def run_node() -> NodeRunner:
         finally:
             if proc.returncode is None:
                 proc.terminate()
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(proc.wait(), 5)
                 if proc.returncode is None:
                     proc.kill()
