@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import ssl as _ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -236,7 +237,11 @@ class _Driver:
     async def drain_if_needed(self) -> None:
         if self.writer.is_closing():
             return
-        if self.writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
+        try:
+            buffered = self.writer.transport.get_write_buffer_size()
+        except AttributeError:  # Python 3.10's TLS transport once the connection is lost
+            return
+        if buffered > _DRAIN_ABOVE:
             try:
                 await self.writer.drain()
             except (ConnectionError, OSError):
@@ -1224,7 +1229,9 @@ class OFTPServer:
             if self._shutdown is None:
                 raise
             task = asyncio.current_task()
-            if task is not None:
+            if task is not None and sys.version_info >= (3, 11):
+                # 3.11+ counts cancellations: without this the timeouts below would not fire as
+                # TimeoutError; 3.10 (async-timeout) keeps no count and has no Task.uncancel()
                 task.uncancel()
             reason, text = self._shutdown
             if not session.closed:
