@@ -410,18 +410,23 @@ def _field_schema(name: str, prop: dict[str, Any], required: bool) -> dict[str, 
     return schema
 
 
-def conn_fields() -> dict[str, dict[str, Any]]:
-    """The ``conn-fields`` of the ``oftp2`` connection type, generated from :class:`OFTP2ConnectionExtras`."""
-    model_schema = OFTP2ConnectionExtras.model_json_schema()
+def model_conn_fields(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """Airflow ``conn-fields`` (label, JSON schema, description per field) generated from ``model``."""
+    model_schema = model.model_json_schema()
     required = set(model_schema.get("required", []))
-    fields: dict[str, dict[str, Any]] = {}
-    for name, prop in model_schema["properties"].items():
-        fields[name] = {
+    return {
+        name: {
             "label": prop.get("title", name),
             "schema": _field_schema(name, prop, name in required),
             "description": prop.get("description", ""),
         }
-    return fields
+        for name, prop in model_schema["properties"].items()
+    }
+
+
+def conn_fields() -> dict[str, dict[str, Any]]:
+    """The ``conn-fields`` of the ``oftp2`` connection type, generated from :class:`OFTP2ConnectionExtras`."""
+    return model_conn_fields(OFTP2ConnectionExtras)
 
 
 def ui_field_behaviour() -> dict[str, Any]:

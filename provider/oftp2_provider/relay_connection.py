@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oftp2_provider.connection import ConnectionConfigError, _field_schema, resolve_secret
+from oftp2_provider.connection import (
+    ConnectionConfigError,
+    _message,
+    _problems,
+    model_conn_fields,
+    resolve_secret,
+)
 
 if TYPE_CHECKING:  # imported lazily: get_provider_info() loads this module in every Airflow process
     from oftp2_provider.relay import HybridConnectionAddress, SasTokenProvider
@@ -159,9 +165,7 @@ class AzureRelayConnectionConfig(BaseModel):
         try:
             extras = AzureRelayConnectionExtras.model_validate(raw)
         except ValidationError as exc:
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                problems.append((f"extra.{loc}" if loc else "extra", _message(err)))
+            problems.extend(_problems(exc, "extra."))
         names = {"namespace": "host", "key_name": "login", "key": "password"}
         values = {"namespace": host or "", "key_name": login or "", "key": password or ""}
         for field, value in values.items():
@@ -189,22 +193,9 @@ class AzureRelayConnectionConfig(BaseModel):
         )
 
 
-def _message(err: Any) -> str:
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
 def conn_fields() -> dict[str, dict[str, Any]]:
     """The ``conn-fields`` of the ``azure_relay`` connection type, generated from the extras model."""
-    schema = AzureRelayConnectionExtras.model_json_schema()
-    required = set(schema.get("required", []))
-    return {
-        name: {
-            "label": prop.get("title", name),
-            "schema": _field_schema(name, prop, name in required),
-            "description": prop.get("description", ""),
-        }
-        for name, prop in schema["properties"].items()
-    }
+    return model_conn_fields(AzureRelayConnectionExtras)
 
 
 def ui_field_behaviour() -> dict[str, Any]:
